@@ -1,0 +1,54 @@
+"""celery-durable: durable workflows for Celery, checkpointed in Postgres."""
+
+from .errors import (
+    AwaitedWorkflowCancelled,
+    AwaitedWorkflowMaxRecoveryAttemptsExceeded,
+    ConfigurationError,
+    ConflictingWorkflowError,
+    CorruptedRowError,
+    DatabaseUnavailableError,
+    DurableError,
+    MaxRecoveryAttemptsExceeded,
+    MaxStepRetriesExceeded,
+    NonDeterministicWorkflowError,
+    NonExistentWorkflow,
+    RemoteError,
+    SerializationError,
+    UnknownWorkflowError,
+    WorkflowTimeoutError,
+)
+from .integration.durable import Durable
+from .policy import RetryPolicy
+from .runtime.handle import WorkflowHandle
+from .runtime.options import SetWorkflowID, SetWorkflowTimeout
+from .types import StepInfo, StepStatus, WorkflowStatus, WorkflowStatusString
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AwaitedWorkflowCancelled",
+    "AwaitedWorkflowMaxRecoveryAttemptsExceeded",
+    "ConfigurationError",
+    "ConflictingWorkflowError",
+    "CorruptedRowError",
+    "DatabaseUnavailableError",
+    "Durable",
+    "DurableError",
+    "MaxRecoveryAttemptsExceeded",
+    "MaxStepRetriesExceeded",
+    "NonDeterministicWorkflowError",
+    "NonExistentWorkflow",
+    "RemoteError",
+    "RetryPolicy",
+    "SerializationError",
+    "SetWorkflowID",
+    "SetWorkflowTimeout",
+    "StepInfo",
+    "StepStatus",
+    "UnknownWorkflowError",
+    "WorkflowHandle",
+    "WorkflowStatus",
+    "WorkflowStatusString",
+    "WorkflowTimeoutError",
+    "__version__",
+]

@@ -1,0 +1,136 @@
+"""The Celery Task base class behind @durable.workflow, @durable.step and @durable.transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from celery import Task
+from celery.exceptions import Ignore
+
+from ..errors import UnknownWorkflowError
+from ..policy import RetryPolicy
+from ..runtime.context import current_workflow
+from ..runtime.options import current_timeout, take_workflow_id
+from ..runtime.steps import run_step, run_transaction
+from ..runtime.workflows import StartRequest, execute, record_start, run_direct
+
+if TYPE_CHECKING:
+    from .durable import Durable
+
+DURABLE_HEADER = "durable_workflow"
+
+
+class DurableTask(Task):  # type: ignore[misc]
+    """A Celery task whose executions are recorded in the durable store.
+
+    Called directly it runs durably in this process (a step inside a workflow is
+    checkpointed); ``.delay()``/``.apply_async()`` record the workflow, then publish it.
+    """
+
+    durable: Durable
+    durable_kind: str = "workflow"
+    durable_policy: RetryPolicy = RetryPolicy()
+    durable_isolation_level: str | None = None
+    durable_max_recovery_attempts: int | None = None
+
+    # the durable body ---------------------------------------------------
+    def durable_body(self) -> Callable[..., Any]:
+        """The function a workflow run executes: the workflow, or a step wrapped as one."""
+        runtime = self.durable.runtime
+        if self.durable_kind == "step":
+            return lambda *a, **kw: run_step(runtime, self.name, self.run, a, kw, self.durable_policy)
+        if self.durable_kind == "transaction":
+            return lambda *a, **kw: run_transaction(
+                runtime, self.name, self.run, a, kw, self.durable_isolation_level
+            )
+        return self.run  # type: ignore[no-any-return]
+
+    def start_request(
+        self, workflow_id: str, args: Any, kwargs: Any, queue: str | None = None
+    ) -> StartRequest:
+        return StartRequest(
+            workflow_id=workflow_id,
+            name=self.name,
+            args=tuple(args or ()),
+            kwargs=dict(kwargs or {}),
+            kind=self.durable_kind,
+            queue=queue,
+            max_recovery_attempts=self.durable_max_recovery_attempts,
+            timeout=current_timeout(),
+        )
+
+    # calling ------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request_stack.top
+        if request is None or request.called_directly:
+            return self._call_directly(args, kwargs)
+        return self._run_on_worker(request, args, kwargs)
+
+    def _call_directly(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        runtime = self.durable.runtime
+        if self.durable_kind == "step":
+            return run_step(runtime, self.name, self.run, args, kwargs, self.durable_policy)
+        if self.durable_kind == "transaction":
+            return run_transaction(
+                runtime, self.name, self.run, args, kwargs, self.durable_isolation_level
+            )
+        workflow_id = take_workflow_id()
+        parent = current_workflow()
+        if workflow_id is None and parent is not None and not parent.in_step:
+            # a child workflow: its id follows from the parent's, so a replay finds it
+            workflow_id = f"{parent.workflow_id}-{parent.next_step_id()}"
+        request = self.start_request(workflow_id or str(uuid.uuid4()), args, kwargs)
+        return run_direct(runtime, request, self.run)
+
+    def _run_on_worker(self, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        runtime = self.durable.runtime
+        workflow_id: str = request.id
+        outcome = execute(runtime, workflow_id, self.durable_body(), can_suspend=True)
+        if outcome.state == "skipped" and outcome.record is None:
+            # published without a row (send_task, apply()): record it, then run it
+            record_start(runtime, self.start_request(workflow_id, args, kwargs))
+            outcome = execute(runtime, workflow_id, self.durable_body(), can_suspend=True)
+        if outcome.state == "success":
+            return outcome.value
+        if outcome.state == "error" and outcome.error is not None:
+            raise outcome.error
+        if outcome.state == "suspended":
+            queue = outcome.record.queue if outcome.record else None
+            self.publish(workflow_id, args, kwargs, countdown=outcome.delay, queue=queue)
+        # suspended, or a duplicate delivery of a workflow someone else runs or ran
+        raise Ignore()
+
+    # publishing ---------------------------------------------------------
+    def publish(self, workflow_id: str, args: Any, kwargs: Any, **options: Any) -> Any:
+        """Send this workflow's message as Celery would, without recording anything."""
+        headers = dict(options.pop("headers", None) or {})
+        headers[DURABLE_HEADER] = workflow_id
+        if options.get("queue") is None:
+            options.pop("queue", None)
+        return super().apply_async(args, kwargs, task_id=workflow_id, headers=headers, **options)
+
+    def apply_async(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        task_id: str | None = None,
+        **options: Any,
+    ) -> Any:
+        """Record the workflow (ENQUEUED), then publish it; an existing id publishes nothing."""
+        runtime = self.durable.runtime
+        workflow_id = task_id or take_workflow_id() or str(uuid.uuid4())
+        request = self.start_request(workflow_id, args, kwargs, queue=options.get("queue"))
+        _record, created = record_start(runtime, request)
+        if not created:
+            return self.AsyncResult(workflow_id)
+        try:
+            return self.publish(workflow_id, args, kwargs, **options)
+        except BaseException:
+            runtime.store.delete_workflow(workflow_id)
+            raise
+
+
+def unknown_workflow_error(name: str) -> UnknownWorkflowError:
+    return UnknownWorkflowError(name)

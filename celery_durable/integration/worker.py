@@ -1,0 +1,86 @@
+"""Worker integration: the executor heartbeat bootstep and the signal handlers."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from celery import bootsteps
+from celery.signals import task_unknown, worker_init
+
+from ..types import WorkflowStatusString
+from .tasks import DURABLE_HEADER
+
+if TYPE_CHECKING:
+    from .durable import Durable
+
+log = logging.getLogger("celery_durable.worker")
+S = WorkflowStatusString
+
+
+def _durable_of(app: Any) -> Durable | None:
+    return getattr(app, "durable", None)
+
+
+class DurableHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Keeps this worker's executor row alive from the main process's timer."""
+
+    requires = ("celery.worker.components:Timer",)
+    label = "DurableHeartbeat"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.tref: Any = None
+
+    def start(self, worker: Any) -> None:
+        durable = _durable_of(worker.app)
+        if durable is None:
+            return
+        interval = durable.settings.heartbeat_interval
+        executor_id = durable.worker_executor_id
+        if executor_id is None:  # worker_init did not run (embedded worker): register now
+            executor_id = durable.attach_worker_executor()
+        durable.runtime.register_executor(executor_id)
+        self.tref = worker.timer.call_repeatedly(interval, durable.beat, (executor_id,))
+
+    def stop(self, worker: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+        durable = _durable_of(worker.app)
+        if durable is not None and durable.worker_executor_id is not None:
+            try:
+                durable.runtime.store.stop_executor(durable.worker_executor_id)
+            except Exception as exc:  # shutdown goes on; the sweep finds the work by timeout
+                log.warning("could not mark durable executor stopped: %s", exc)
+
+
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    app = getattr(sender, "app", None)
+    durable = _durable_of(app)
+    if durable is None:
+        return
+    durable.attach_worker_executor()
+    if durable.settings.auto_migrate:
+        durable.migrate()
+
+
+def _on_task_unknown(
+    sender: Any = None, message: Any = None, name: str | None = None, id: str | None = None, **_: Any
+) -> None:
+    """A durable workflow this worker does not know ends ERROR instead of waiting forever."""
+    headers = getattr(message, "headers", None) or {}
+    workflow_id = headers.get(DURABLE_HEADER) or None
+    app = getattr(sender, "app", None)
+    durable = _durable_of(app)
+    if durable is None or workflow_id is None:
+        return
+    durable.fail_unknown_workflow(str(workflow_id), str(name))
+
+
+def connect_signals() -> None:
+    """Connect the module-level handlers once; each looks up the app's Durable."""
+    worker_init.connect(_on_worker_init, weak=False, dispatch_uid="celery_durable.worker_init")
+    task_unknown.connect(
+        _on_task_unknown, weak=False, dispatch_uid="celery_durable.task_unknown"
+    )

@@ -1,0 +1,1 @@
+"""Workflow execution: context, replay, steps, handles (uses the store, never Celery)."""

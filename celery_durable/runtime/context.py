@@ -1,0 +1,48 @@
+"""What the running workflow and step know about themselves (contextvars)."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..types import StepRecord, StepStatus
+
+
+@dataclass
+class WorkflowContext:
+    """The workflow running in this context: its id, replay records and step counter."""
+
+    workflow_id: str
+    name: str
+    executor_id: str
+    replay: dict[int, StepRecord] = field(default_factory=dict)
+    deadline_ms: int | None = None
+    can_suspend: bool = False
+    next_step: int = 0
+    in_step: bool = False
+
+    def next_step_id(self) -> int:
+        step_id = self.next_step
+        self.next_step += 1
+        return step_id
+
+
+class SuspendWorkflow(BaseException):  # noqa: N818 - a control-flow signal, not an error
+    """Raised to hand a long retry wait back to the broker; never seen by user code."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay)
+        self.delay = delay
+
+
+workflow_context: ContextVar[WorkflowContext | None] = ContextVar(
+    "durable_workflow", default=None
+)
+step_status: ContextVar[StepStatus | None] = ContextVar("durable_step_status", default=None)
+step_name: ContextVar[str | None] = ContextVar("durable_step_name", default=None)
+sql_session: ContextVar[Any] = ContextVar("durable_sql_session", default=None)
+
+
+def current_workflow() -> WorkflowContext | None:
+    return workflow_context.get()

@@ -1,0 +1,256 @@
+"""Step execution: replay from checkpoints, DBOS-style retries, transaction steps, sleep."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import MaxStepRetriesExceeded, NonDeterministicWorkflowError, WorkflowTimeoutError
+from ..policy import RetryPolicy
+from ..types import StepRecord, StepStatus, now_ms
+from .context import (
+    SuspendWorkflow,
+    WorkflowContext,
+    current_workflow,
+    sql_session,
+    step_name,
+    step_status,
+)
+from .core import Runtime
+
+SLEEP_STEP = "durable.sleep"
+
+
+def _replayed(runtime: Runtime, ctx: WorkflowContext, step_id: int, name: str) -> StepRecord | None:
+    record = ctx.replay.get(step_id)
+    if record is not None and record.name != name:
+        raise NonDeterministicWorkflowError(ctx.workflow_id, step_id, record.name, name)
+    return record
+
+
+def _stored_result(runtime: Runtime, record: StepRecord) -> Any:
+    if record.status == "ERROR":
+        raise runtime.serializer.loads_exception(record.error or "{}")
+    return runtime.serializer.loads(record.output, what=f"output of step {record.name!r}")
+
+
+def _check_deadline(ctx: WorkflowContext) -> None:
+    if ctx.deadline_ms is not None and now_ms() > ctx.deadline_ms:
+        raise WorkflowTimeoutError(ctx.workflow_id)
+
+
+def _call(
+    ctx: WorkflowContext | None,
+    status: StepStatus,
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    tokens = (step_status.set(status), step_name.set(name))
+    if ctx is not None:
+        ctx.in_step = True
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        if ctx is not None:
+            ctx.in_step = False
+        step_name.reset(tokens[1])
+        step_status.reset(tokens[0])
+
+
+def run_step(
+    runtime: Runtime,
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    policy: RetryPolicy,
+) -> Any:
+    """Run a step: checkpointed inside a workflow, plain (with retries) outside one."""
+    ctx = current_workflow()
+    if ctx is None or ctx.in_step:
+        return _run_attempts(runtime, None, -1, name, fn, args, kwargs, policy, [])
+    step_id = ctx.next_step_id()
+    record = _replayed(runtime, ctx, step_id, name)
+    if record is not None and record.status in ("SUCCESS", "ERROR"):
+        return _stored_result(runtime, record)
+    _check_deadline(ctx)
+    prior = [runtime.serializer.loads_exception(e) for e in (record.attempt_errors if record else ())]
+    return _run_attempts(runtime, ctx, step_id, name, fn, args, kwargs, policy, prior)
+
+
+def _run_attempts(
+    runtime: Runtime,
+    ctx: WorkflowContext | None,
+    step_id: int,
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    policy: RetryPolicy,
+    errors: list[BaseException],
+) -> Any:
+    attempt = len(errors)
+    started = now_ms()
+    while True:
+        try:
+            result = _call(ctx, StepStatus(step_id, attempt, policy.max_attempts), name, fn, args, kwargs)
+        except Exception as exc:
+            errors.append(exc)
+            if ctx is not None:
+                runtime.store.record_step_error(
+                    ctx.workflow_id, step_id, attempt, name, runtime.serializer.dumps_exception(exc)
+                )
+            if not policy.should_retry(exc, attempt):
+                final: Exception = exc
+                if policy.retries > 0 and not isinstance(exc, policy.dont_retry_on or ()):
+                    final = MaxStepRetriesExceeded(name, policy.retries, errors)
+                if ctx is not None:
+                    _checkpoint_error(runtime, ctx, step_id, name, final, attempt + 1, started)
+                if final is exc:
+                    raise
+                raise final from exc
+            delay = policy.delay(attempt + 1)
+            attempt += 1
+            if ctx is not None and ctx.can_suspend and delay > runtime.settings.max_inline_retry_wait:
+                raise SuspendWorkflow(delay) from None
+            time.sleep(delay)
+            continue
+        if ctx is None:
+            return result
+        return _checkpoint_output(runtime, ctx, step_id, name, result, attempt + 1, started)
+
+
+def _checkpoint_output(
+    runtime: Runtime,
+    ctx: WorkflowContext,
+    step_id: int,
+    name: str,
+    result: Any,
+    attempts: int,
+    started: int,
+) -> Any:
+    output = runtime.serializer.dumps(result, what=f"the output of step {name!r}")
+    record = StepRecord(
+        workflow_id=ctx.workflow_id,
+        step_id=step_id,
+        name=name,
+        status="SUCCESS",
+        output=output,
+        attempts=attempts,
+        started_at_ms=started,
+        completed_at_ms=now_ms(),
+    )
+    if runtime.store.record_step(record):
+        return result
+    # another run recorded this step first: its output is the one that counts
+    stored = runtime.store.load_steps(ctx.workflow_id)[step_id]
+    return _stored_result(runtime, stored)
+
+
+def _checkpoint_error(
+    runtime: Runtime,
+    ctx: WorkflowContext,
+    step_id: int,
+    name: str,
+    exc: BaseException,
+    attempts: int,
+    started: int,
+) -> None:
+    runtime.store.record_step(
+        StepRecord(
+            workflow_id=ctx.workflow_id,
+            step_id=step_id,
+            name=name,
+            status="ERROR",
+            error=runtime.serializer.dumps_exception(exc),
+            attempts=attempts,
+            started_at_ms=started,
+            completed_at_ms=now_ms(),
+        )
+    )
+
+
+def run_transaction(
+    runtime: Runtime,
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    isolation_level: str | None,
+) -> Any:
+    """Run ``fn`` with ``durable.sql_session``; its checkpoint commits with its statements."""
+    ctx = current_workflow()
+    if ctx is not None and ctx.in_step:
+        ctx = None  # nested in a step: the outer step is the unit of replay
+    step_id = -1
+    if ctx is not None:
+        step_id = ctx.next_step_id()
+        record = _replayed(runtime, ctx, step_id, name)
+        if record is not None and record.status in ("SUCCESS", "ERROR"):
+            return _stored_result(runtime, record)
+        _check_deadline(ctx)
+    started = now_ms()
+    status = StepStatus(step_id, 0, 1)
+
+    def body(session: Any) -> Any:
+        token = sql_session.set(session)
+        try:
+            return _call(ctx, status, name, fn, args, kwargs)
+        finally:
+            sql_session.reset(token)
+
+    def checkpoint(result: Any) -> StepRecord | None:
+        if ctx is None:
+            return None
+        return StepRecord(
+            workflow_id=ctx.workflow_id,
+            step_id=step_id,
+            name=name,
+            status="SUCCESS",
+            output=runtime.serializer.dumps(result, what=f"the output of step {name!r}"),
+            attempts=1,
+            started_at_ms=started,
+            completed_at_ms=now_ms(),
+        )
+
+    try:
+        committed, result = runtime.store.run_transaction_step(body, checkpoint, isolation_level)
+    except Exception as exc:
+        if ctx is not None:
+            _checkpoint_error(runtime, ctx, step_id, name, exc, 1, started)
+        raise
+    if committed or ctx is None:
+        return result
+    return _stored_result(runtime, runtime.store.load_steps(ctx.workflow_id)[step_id])
+
+
+def durable_sleep(runtime: Runtime, seconds: float) -> None:
+    """Sleep whose wake-up time is recorded: a replay sleeps only what is left."""
+    ctx = current_workflow()
+    if ctx is None or ctx.in_step:
+        time.sleep(seconds)
+        return
+    step_id = ctx.next_step_id()
+    record = _replayed(runtime, ctx, step_id, SLEEP_STEP)
+    if record is not None and record.status == "SUCCESS":
+        wake_at = float(runtime.serializer.loads(record.output))
+    else:
+        wake_at = time.time() + seconds
+        runtime.store.record_step(
+            StepRecord(
+                workflow_id=ctx.workflow_id,
+                step_id=step_id,
+                name=SLEEP_STEP,
+                status="SUCCESS",
+                output=runtime.serializer.dumps(wake_at),
+                started_at_ms=now_ms(),
+                completed_at_ms=now_ms(),
+                attempts=1,
+            )
+        )
+    remaining = wake_at - time.time()
+    if remaining > 0:
+        time.sleep(remaining)

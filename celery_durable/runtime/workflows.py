@@ -1,0 +1,173 @@
+"""Starting, claiming, running and finishing workflows (no SQL, no Celery)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConflictingWorkflowError, WorkflowTimeoutError
+from ..types import TERMINAL_STATUSES, WorkflowRecord, WorkflowStatusString, now_ms
+from .context import SuspendWorkflow, WorkflowContext, workflow_context
+from .core import Runtime, log
+
+S = WorkflowStatusString
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """What is needed to record a new workflow."""
+
+    workflow_id: str
+    name: str
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] | None = None
+    kind: str = "workflow"
+    queue: str | None = None
+    max_recovery_attempts: int | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one execution attempt ended: ``state`` is success, error, suspended or skipped."""
+
+    state: str
+    value: Any = None
+    error: BaseException | None = None
+    delay: float = 0.0
+    record: WorkflowRecord | None = None
+
+
+def encode_inputs(runtime: Runtime, request: StartRequest) -> str:
+    """Serialize the inputs; raises SerializationError before anything is written."""
+    return runtime.serializer.dumps(
+        {"args": list(request.args), "kwargs": dict(request.kwargs or {})},
+        what=f"the inputs of workflow {request.name!r}",
+    )
+
+
+def decode_inputs(runtime: Runtime, record: WorkflowRecord) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    data = runtime.serializer.loads(record.inputs, what=f"inputs of workflow {record.workflow_id!r}")
+    if not isinstance(data, dict):
+        data = {}
+    return tuple(data.get("args") or ()), dict(data.get("kwargs") or {})
+
+
+def record_start(
+    runtime: Runtime, request: StartRequest, *, executor_id: str | None = None
+) -> tuple[WorkflowRecord, bool]:
+    """Write the workflow row (ENQUEUED, or PENDING owned by ``executor_id``).
+
+    Returns the row and whether this call created it. An existing id under another
+    name raises ConflictingWorkflowError; an existing one of the same name is returned.
+    """
+    inputs = encode_inputs(runtime, request)
+    now = now_ms()
+    record = WorkflowRecord(
+        workflow_id=request.workflow_id,
+        name=request.name,
+        status=S.PENDING if executor_id else S.ENQUEUED,
+        kind=request.kind,
+        inputs=inputs,
+        executor_id=executor_id,
+        queue=request.queue,
+        max_recovery_attempts=request.max_recovery_attempts,
+        run_count=1 if executor_id else 0,
+        deadline_ms=now + int(request.timeout * 1000) if request.timeout else None,
+        created_at_ms=now,
+        updated_at_ms=now,
+        started_at_ms=now if executor_id else None,
+    )
+    if runtime.store.insert_workflow(record):
+        return record, True
+    existing = runtime.store.get_workflow(request.workflow_id)
+    if existing is None:  # deleted between the two statements: try once more
+        return record_start(runtime, request, executor_id=executor_id)
+    if existing.name != request.name:
+        raise ConflictingWorkflowError(request.workflow_id, existing.name, request.name)
+    return existing, False
+
+
+def execute(
+    runtime: Runtime,
+    workflow_id: str,
+    fn: Callable[..., Any],
+    *,
+    can_suspend: bool,
+    claimed: WorkflowRecord | None = None,
+) -> Outcome:
+    """Claim ``workflow_id`` for this executor and run ``fn`` on its stored inputs."""
+    executor_id = runtime.executor_id()
+    record = claimed or runtime.store.claim_workflow(
+        workflow_id, executor_id, runtime.stale_before_ms
+    )
+    if record is None:
+        current = runtime.store.get_workflow(workflow_id)
+        return Outcome("skipped", record=current)
+    args, kwargs = decode_inputs(runtime, record)
+    replay = runtime.store.load_steps(workflow_id) if record.run_count > 1 else {}
+    ctx = WorkflowContext(
+        workflow_id=workflow_id,
+        name=record.name,
+        executor_id=executor_id,
+        replay=replay,
+        deadline_ms=record.deadline_ms,
+        can_suspend=can_suspend,
+    )
+    token = workflow_context.set(ctx)
+    try:
+        try:
+            if ctx.deadline_ms is not None and now_ms() > ctx.deadline_ms:
+                raise WorkflowTimeoutError(workflow_id)
+            value = fn(*args, **kwargs)
+        finally:
+            workflow_context.reset(token)
+    except SuspendWorkflow as suspend:
+        wake_at = now_ms() + int(suspend.delay * 1000)
+        runtime.store.suspend_workflow(workflow_id, executor_id, wake_at)
+        return Outcome("suspended", delay=suspend.delay, record=record)
+    except WorkflowTimeoutError as exc:
+        runtime.store.set_status(
+            workflow_id,
+            S.CANCELLED,
+            only_from=[S.PENDING],
+            error=runtime.serializer.dumps_exception(exc),
+        )
+        return Outcome("error", error=exc, record=record)
+    except Exception as exc:
+        error = runtime.serializer.dumps_exception(exc)
+        if not runtime.store.finish_workflow(workflow_id, executor_id, S.ERROR, error=error):
+            log.warning("workflow %s: no longer owned when it failed", workflow_id)
+        return Outcome("error", error=exc, record=record)
+    try:
+        output = runtime.serializer.dumps(value, what=f"the result of workflow {record.name!r}")
+    except Exception as exc:
+        runtime.store.finish_workflow(
+            workflow_id, executor_id, S.ERROR, error=runtime.serializer.dumps_exception(exc)
+        )
+        return Outcome("error", error=exc, record=record)
+    if not runtime.store.finish_workflow(workflow_id, executor_id, S.SUCCESS, output=output):
+        log.warning("workflow %s: no longer owned when it finished", workflow_id)
+    return Outcome("success", value=value, record=record)
+
+
+def run_direct(runtime: Runtime, request: StartRequest, fn: Callable[..., Any]) -> Any:
+    """Run a workflow in this process (a direct call); an existing id is awaited instead."""
+    from .handle import WorkflowHandle  # local: handle imports this module's helpers
+
+    executor_id = runtime.executor_id()
+    record, created = record_start(runtime, request, executor_id=executor_id)
+    claimed: WorkflowRecord | None = record if created else None
+    if not created and record.status not in TERMINAL_STATUSES:
+        claimed = runtime.store.claim_workflow(
+            request.workflow_id, executor_id, runtime.stale_before_ms
+        )
+    if claimed is None:
+        return WorkflowHandle(runtime, request.workflow_id).get_result()
+    outcome = execute(runtime, request.workflow_id, fn, can_suspend=False, claimed=claimed)
+    if outcome.state == "success":
+        return outcome.value
+    if outcome.state == "error" and outcome.error is not None:
+        raise outcome.error
+    return WorkflowHandle(runtime, request.workflow_id).get_result()

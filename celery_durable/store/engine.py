@@ -1,0 +1,119 @@
+"""Engines for Postgres and the embedded SQLite default, and retry of transient failures."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from ..errors import ConfigurationError, DatabaseUnavailableError
+
+log = logging.getLogger("celery_durable.store")
+T = TypeVar("T")
+
+DEFAULT_SQLITE_FILE = "celery_durable.sqlite3"
+# SQLSTATEs that mean "try the same transaction again".
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def default_url() -> str:
+    return f"sqlite:///{Path(os.getcwd()) / DEFAULT_SQLITE_FILE}"
+
+
+def normalize_url(url: str | None) -> str:
+    """Fill in the embedded default and pick psycopg 3 for plain ``postgresql://`` URLs."""
+    if not url:
+        return default_url()
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise ConfigurationError(f"invalid durable_database_url {url!r}: {exc}") from exc
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if not parsed.drivername.startswith(("postgresql", "sqlite")):
+        raise ConfigurationError(
+            f"durable_database_url must be a PostgreSQL or SQLite URL, got {parsed.drivername!r}"
+        )
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str, pool_size: int = 5) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30}, pool_pre_ping=False)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets readers run beside the writer; immediate begin avoids upgrade deadlocks.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) if orig is not None else None
+
+
+def is_serialization_failure(exc: BaseException) -> bool:
+    if sqlstate(exc) in RETRYABLE_SQLSTATES:
+        return True
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Connection lost, server restarting, or SQLite busy: worth another try."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    state = sqlstate(exc)
+    if state is not None:
+        return state.startswith("08") or state in {"57P01", "57P02", "57P03", "53300"}
+    return isinstance(exc, OperationalError)
+
+
+def with_retries(
+    fn: Callable[[], T],
+    *,
+    timeout: float,
+    what: str,
+    retry_on: Callable[[BaseException], bool] = is_transient,
+) -> T:
+    """Call ``fn`` until it succeeds, retrying ``retry_on`` errors with backoff up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        try:
+            return fn()
+        except DBAPIError as exc:
+            if not retry_on(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise DatabaseUnavailableError(
+                    f"durable database unavailable during {what} for {timeout:.0f}s: {exc.orig}"
+                ) from exc
+            log.warning("durable database error during %s, retrying in %.2fs: %s", what, delay, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)

@@ -1,0 +1,419 @@
+"""All durable SQL: one ``Store`` per database, safe to use after fork."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ..types import (
+    ExecutorRecord,
+    StepRecord,
+    WorkflowRecord,
+    WorkflowStatusString,
+    now_ms,
+)
+from .engine import is_serialization_failure, is_transient, make_engine, with_retries
+from .tables import executors, step_errors, steps, workflows
+
+T = TypeVar("T")
+S = WorkflowStatusString
+
+
+class _AlreadyRecorded(Exception):
+    """Raised inside a transaction step whose checkpoint exists: roll the user's work back."""
+
+
+class Store:
+    """Narrow data access for the runtime; knows nothing of Celery."""
+
+    def __init__(self, url: str, *, retry_timeout: float = 60.0, pool_size: int = 5) -> None:
+        self.url = url
+        self.retry_timeout = retry_timeout
+        self.pool_size = pool_size
+        self._engine: Engine | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self.statement_count = 0
+
+    # plumbing -----------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None or self._pid != os.getpid():
+            with self._lock:
+                if self._engine is not None and self._pid != os.getpid():
+                    # a forked child must not share its parent's sockets
+                    self._engine.dispose(close=False)
+                    self._engine = None
+                if self._engine is None:
+                    self._engine = make_engine(self.url, self.pool_size)
+                    self._pid = os.getpid()
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return "postgresql" if self.url.startswith("postgresql") else "sqlite"
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose(close=self._pid == os.getpid())
+            self._engine = None
+
+    def _insert(self, table: Any) -> Any:
+        """The dialect's INSERT, which knows ON CONFLICT."""
+        module: Any = postgresql if self.dialect == "postgresql" else sqlite
+        return module.insert(table)
+
+    def _write(self, what: str, fn: Callable[[Connection], T]) -> T:
+        def attempt() -> T:
+            with self.engine.begin() as conn:
+                return fn(conn)
+
+        return with_retries(attempt, timeout=self.retry_timeout, what=what)
+
+    def _read(self, what: str, fn: Callable[[Connection], T]) -> T:
+        def attempt() -> T:
+            with self.engine.connect() as conn:
+                return fn(conn)
+
+        return with_retries(attempt, timeout=self.retry_timeout, what=what)
+
+    # workflows ----------------------------------------------------------
+    def insert_workflow(self, record: WorkflowRecord) -> bool:
+        """Insert unless the id exists; True when this call created it."""
+        values = {k: v for k, v in record.__dict__.items()}
+        stmt = (
+            self._insert(workflows)
+            .values(**values)
+            .on_conflict_do_nothing()
+            .returning(workflows.c.workflow_id)
+        )
+        return self._write("insert_workflow", lambda c: c.execute(stmt).first() is not None)
+
+    def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        stmt = select(workflows).where(workflows.c.workflow_id == workflow_id)
+
+        def run(conn: Connection) -> WorkflowRecord | None:
+            row = conn.execute(stmt).mappings().first()
+            return WorkflowRecord(**row) if row is not None else None
+
+        return self._read("get_workflow", run)
+
+    def claim_workflow(
+        self, workflow_id: str, executor_id: str, stale_before_ms: int
+    ) -> WorkflowRecord | None:
+        """Make ``executor_id`` the owner when the workflow is ENQUEUED or its owner is gone.
+
+        Returns the updated row, or None when someone live owns it or it has ended.
+        """
+        now = now_ms()
+        live = select(executors.c.executor_id).where(
+            executors.c.last_heartbeat_ms >= stale_before_ms, executors.c.status == "RUNNING"
+        )
+        stmt = (
+            update(workflows)
+            .where(
+                workflows.c.workflow_id == workflow_id,
+                or_(
+                    workflows.c.status == S.ENQUEUED,
+                    and_(
+                        workflows.c.status == S.PENDING,
+                        or_(
+                            workflows.c.executor_id.is_(None),
+                            workflows.c.executor_id.not_in(live),
+                        ),
+                    ),
+                ),
+            )
+            .values(
+                status=S.PENDING,
+                executor_id=executor_id,
+                run_count=workflows.c.run_count + 1,
+                started_at_ms=func.coalesce(workflows.c.started_at_ms, now),
+                updated_at_ms=now,
+                wake_at_ms=None,
+            )
+            .returning(*workflows.c)
+        )
+
+        def run(conn: Connection) -> WorkflowRecord | None:
+            row = conn.execute(stmt).mappings().first()
+            return WorkflowRecord(**row) if row is not None else None
+
+        return self._write("claim_workflow", run)
+
+    def finish_workflow(
+        self,
+        workflow_id: str,
+        executor_id: str | None,
+        status: str,
+        output: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Record the end of a run this executor owns; False when it no longer owns it."""
+        now = now_ms()
+        cond = [workflows.c.workflow_id == workflow_id, workflows.c.status == S.PENDING]
+        if executor_id is not None:
+            cond.append(workflows.c.executor_id == executor_id)
+        stmt = (
+            update(workflows)
+            .where(*cond)
+            .values(
+                status=status,
+                output=output,
+                error=error,
+                executor_id=None,
+                updated_at_ms=now,
+                completed_at_ms=now,
+            )
+        )
+        return self._write("finish_workflow", lambda c: c.execute(stmt).rowcount == 1)
+
+    def set_status(
+        self,
+        workflow_id: str,
+        status: str,
+        *,
+        only_from: Sequence[str] | None = None,
+        error: str | None = None,
+        executor_id: str | None = None,
+    ) -> bool:
+        """Set a status (optionally only from given statuses); clears the owner."""
+        now = now_ms()
+        cond = [workflows.c.workflow_id == workflow_id]
+        if only_from is not None:
+            cond.append(workflows.c.status.in_(list(only_from)))
+        if executor_id is not None:
+            cond.append(workflows.c.executor_id == executor_id)
+        values: dict[str, Any] = {"status": status, "executor_id": None, "updated_at_ms": now}
+        if error is not None:
+            values["error"] = error
+        if status in (S.ERROR, S.CANCELLED, S.SUCCESS, S.MAX_RECOVERY_ATTEMPTS_EXCEEDED):
+            values["completed_at_ms"] = now
+        stmt = update(workflows).where(*cond).values(**values)
+        return self._write("set_status", lambda c: c.execute(stmt).rowcount == 1)
+
+    def suspend_workflow(self, workflow_id: str, executor_id: str, wake_at_ms: int) -> bool:
+        """Give up ownership until ``wake_at_ms`` (a long retry wait); the row says when."""
+        stmt = (
+            update(workflows)
+            .where(
+                workflows.c.workflow_id == workflow_id,
+                workflows.c.status == S.PENDING,
+                workflows.c.executor_id == executor_id,
+            )
+            .values(
+                status=S.ENQUEUED, executor_id=None, wake_at_ms=wake_at_ms, updated_at_ms=now_ms()
+            )
+        )
+        return self._write("suspend_workflow", lambda c: c.execute(stmt).rowcount == 1)
+
+    def reenqueue_workflow(self, workflow_id: str, *, reset_attempts: bool = False) -> bool:
+        """Mark an unfinished (or, with reset, dead-lettered/cancelled) workflow ENQUEUED again.
+
+        Each re-enqueue counts one recovery attempt; ``reset_attempts`` starts the count anew.
+        """
+        allowed = [S.ENQUEUED, S.PENDING]
+        if reset_attempts:
+            allowed += [S.CANCELLED, S.MAX_RECOVERY_ATTEMPTS_EXCEEDED]
+        attempts = 1 if reset_attempts else workflows.c.recovery_attempts + 1
+        stmt = (
+            update(workflows)
+            .where(workflows.c.workflow_id == workflow_id, workflows.c.status.in_(allowed))
+            .values(
+                status=S.ENQUEUED,
+                executor_id=None,
+                recovery_attempts=attempts,
+                wake_at_ms=None,
+                completed_at_ms=None,
+                updated_at_ms=now_ms(),
+            )
+        )
+        return self._write("reenqueue_workflow", lambda c: c.execute(stmt).rowcount == 1)
+
+    def delete_workflow(self, workflow_id: str) -> None:
+        """Remove a workflow and its steps (used when its first publish failed)."""
+
+        def run(conn: Connection) -> None:
+            conn.execute(delete(step_errors).where(step_errors.c.workflow_id == workflow_id))
+            conn.execute(delete(steps).where(steps.c.workflow_id == workflow_id))
+            conn.execute(delete(workflows).where(workflows.c.workflow_id == workflow_id))
+
+        self._write("delete_workflow", run)
+
+    def list_workflows(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        name: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+        newest_first: bool = True,
+        workflow_ids: Sequence[str] | None = None,
+    ) -> list[WorkflowRecord]:
+        stmt = select(workflows)
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            stmt = stmt.where(workflows.c.status.in_(statuses))
+        if name is not None:
+            stmt = stmt.where(workflows.c.name == name)
+        if workflow_ids is not None:
+            stmt = stmt.where(workflows.c.workflow_id.in_(list(workflow_ids)))
+        order = workflows.c.created_at_ms.desc() if newest_first else workflows.c.created_at_ms
+        stmt = stmt.order_by(order, workflows.c.workflow_id).offset(offset)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+
+        def run(conn: Connection) -> list[WorkflowRecord]:
+            return [WorkflowRecord(**r) for r in conn.execute(stmt).mappings()]
+
+        return self._read("list_workflows", run)
+
+    # steps --------------------------------------------------------------
+    def load_steps(self, workflow_id: str) -> dict[int, StepRecord]:
+        """Every recorded step of a workflow with its attempt errors, keyed by step id."""
+        s_stmt = select(steps).where(steps.c.workflow_id == workflow_id).order_by(steps.c.step_id)
+        e_stmt = (
+            select(step_errors)
+            .where(step_errors.c.workflow_id == workflow_id)
+            .order_by(step_errors.c.step_id, step_errors.c.attempt)
+        )
+
+        def run(conn: Connection) -> dict[int, StepRecord]:
+            errors: dict[int, list[str]] = {}
+            names: dict[int, str] = {}
+            for e in conn.execute(e_stmt).mappings():
+                errors.setdefault(e["step_id"], []).append(e["error"])
+                names[e["step_id"]] = e["name"]
+            out: dict[int, StepRecord] = {}
+            for r in conn.execute(s_stmt).mappings():
+                out[r["step_id"]] = StepRecord(**r, attempt_errors=tuple(errors.get(r["step_id"], ())))
+            for step_id, errs in errors.items():
+                if step_id not in out:  # attempts failed, step not finished yet
+                    out[step_id] = StepRecord(
+                        workflow_id=workflow_id,
+                        step_id=step_id,
+                        name=names[step_id],
+                        status="RETRYING",
+                        attempts=len(errs),
+                        attempt_errors=tuple(errs),
+                    )
+            return out
+
+        return self._read("load_steps", run)
+
+    def record_step(self, record: StepRecord) -> bool:
+        """Checkpoint a finished step; False when one is already recorded (a duplicate run)."""
+        values = {k: v for k, v in record.__dict__.items() if k != "attempt_errors"}
+        stmt = self._step_insert(values)
+        return self._write("record_step", lambda c: c.execute(stmt).first() is not None)
+
+    def _step_insert(self, values: dict[str, Any]) -> Any:
+        """INSERT of a step checkpoint that returns a row only when it was new."""
+        return (
+            self._insert(steps)
+            .values(**values)
+            .on_conflict_do_nothing()
+            .returning(steps.c.step_id)
+        )
+
+    def record_step_error(
+        self, workflow_id: str, step_id: int, attempt: int, name: str, error: str
+    ) -> None:
+        stmt = (
+            self._insert(step_errors)
+            .values(
+                workflow_id=workflow_id,
+                step_id=step_id,
+                attempt=attempt,
+                name=name,
+                error=error,
+                created_at_ms=now_ms(),
+            )
+            .on_conflict_do_nothing()
+        )
+        self._write("record_step_error", lambda c: c.execute(stmt))
+
+    def run_transaction_step(
+        self,
+        body: Callable[[Session], T],
+        checkpoint: Callable[[T], StepRecord | None],
+        isolation_level: str | None = None,
+    ) -> tuple[bool, T | None]:
+        """Run ``body`` and its checkpoint in one database transaction.
+
+        Serialization failures and deadlocks are retried from the start. Returns
+        (False, None) when the checkpoint already existed: the body's effects were rolled back.
+        """
+
+        def attempt() -> tuple[bool, T | None]:
+            with self.engine.connect() as conn:
+                if isolation_level and self.dialect == "postgresql":
+                    conn = conn.execution_options(isolation_level=isolation_level)
+                try:
+                    with conn.begin(), Session(bind=conn) as session:
+                        result = body(session)
+                        session.flush()
+                        record = checkpoint(result)
+                        if record is not None:
+                            values = {
+                                k: v for k, v in record.__dict__.items() if k != "attempt_errors"
+                            }
+                            if conn.execute(self._step_insert(values)).first() is None:
+                                raise _AlreadyRecorded
+                except _AlreadyRecorded:
+                    return False, None
+                return True, result
+
+        return with_retries(
+            attempt,
+            timeout=self.retry_timeout,
+            what="transaction step",
+            retry_on=lambda e: is_serialization_failure(e) or is_transient(e),
+        )
+
+    # executors ----------------------------------------------------------
+    def register_executor(self, record: ExecutorRecord) -> None:
+        values = dict(record.__dict__)
+        stmt = self._insert(executors).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["executor_id"],
+            set_={"last_heartbeat_ms": values["last_heartbeat_ms"], "status": "RUNNING"},
+        )
+        self._write("register_executor", lambda c: c.execute(stmt))
+
+    def heartbeat(self, executor_id: str) -> None:
+        """One attempt, no retry: the caller beats again on its next tick."""
+        stmt = (
+            update(executors)
+            .where(executors.c.executor_id == executor_id)
+            .values(last_heartbeat_ms=now_ms())
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def stop_executor(self, executor_id: str) -> None:
+        """A clean shutdown: mark the executor gone and release what it owns."""
+
+        def run(conn: Connection) -> None:
+            conn.execute(
+                update(executors)
+                .where(executors.c.executor_id == executor_id)
+                .values(status="STOPPED", last_heartbeat_ms=now_ms())
+            )
+
+        self._write("stop_executor", run)
+
+    def get_executor(self, executor_id: str) -> ExecutorRecord | None:
+        stmt = select(executors).where(executors.c.executor_id == executor_id)
+
+        def run(conn: Connection) -> ExecutorRecord | None:
+            row = conn.execute(stmt).mappings().first()
+            return ExecutorRecord(**row) if row is not None else None
+
+        return self._read("get_executor", run)

@@ -1,0 +1,94 @@
+"""The durable schema as SQLAlchemy Core tables (the migrations create the same)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+metadata = MetaData()
+
+ACTIVE_WHERE = text("status IN ('ENQUEUED', 'PENDING')")
+
+workflows = Table(
+    "durable_workflows",
+    metadata,
+    Column("workflow_id", String(255), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("kind", String(16), nullable=False, server_default="workflow"),
+    Column("status", String(40), nullable=False),
+    Column("inputs", Text),
+    Column("output", Text),
+    Column("error", Text),
+    Column("executor_id", String(64)),
+    Column("queue", String(255)),
+    Column("recovery_attempts", Integer, nullable=False, server_default="0"),
+    Column("max_recovery_attempts", Integer),
+    Column("run_count", Integer, nullable=False, server_default="0"),
+    Column("deadline_ms", BigInteger),
+    Column("wake_at_ms", BigInteger),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+    Column("started_at_ms", BigInteger),
+    Column("completed_at_ms", BigInteger),
+    Index(
+        "ix_durable_workflows_active",
+        "status",
+        "updated_at_ms",
+        postgresql_where=ACTIVE_WHERE,
+        sqlite_where=ACTIVE_WHERE,
+    ),
+    Index("ix_durable_workflows_name", "name"),
+    Index("ix_durable_workflows_created", "created_at_ms"),
+)
+
+steps = Table(
+    "durable_steps",
+    metadata,
+    Column("workflow_id", String(255), primary_key=True),
+    Column("step_id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("output", Text),
+    Column("error", Text),
+    Column("attempts", Integer, nullable=False, server_default="1"),
+    Column("started_at_ms", BigInteger),
+    Column("completed_at_ms", BigInteger),
+    ForeignKeyConstraint(
+        ["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"
+    ),
+)
+
+step_errors = Table(
+    "durable_step_errors",
+    metadata,
+    Column("workflow_id", String(255), primary_key=True),
+    Column("step_id", Integer, primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    ForeignKeyConstraint(
+        ["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"
+    ),
+)
+
+executors = Table(
+    "durable_executors",
+    metadata,
+    Column("executor_id", String(64), primary_key=True),
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at_ms", BigInteger, nullable=False),
+    Column("last_heartbeat_ms", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False, server_default="RUNNING"),
+)
