@@ -8,11 +8,26 @@ import importlib
 import pickle
 from typing import Any
 
-from kombu.utils import json as kjson
+from kombu.utils import json as _kjson
 
 from .errors import CorruptedRowError, RemoteError, SerializationError
 
 _EXC_KEY = "__durable_exc__"
+
+
+class _Json:
+    """kombu's JSON (knows datetime, UUID, Decimal, ...), typed."""
+
+    @staticmethod
+    def dumps(value: Any) -> str:
+        return str(_kjson.dumps(value))  # type: ignore[no-untyped-call]
+
+    @staticmethod
+    def loads(text: str) -> Any:
+        return _kjson.loads(text)  # type: ignore[no-untyped-call]
+
+
+kjson = _Json
 
 
 def _qualname(cls: type) -> str:
@@ -44,7 +59,7 @@ class Serializer:
         try:
             if self.name == "pickle":
                 return base64.b64encode(pickle.dumps(value)).decode("ascii")
-            return str(kjson.dumps(value))
+            return (kjson.dumps(value))
         except Exception as exc:
             raise SerializationError(
                 f"cannot serialize {what} with the {self.name!r} serializer: "
@@ -68,7 +83,7 @@ class Serializer:
                 return base64.b64encode(pickle.dumps(exc)).decode("ascii")
             except Exception:
                 pass  # fall back to the portable JSON form
-        return str(kjson.dumps(_encode_exc(exc)))
+        return (kjson.dumps(_encode_exc(exc)))
 
     def loads_exception(self, text: str) -> BaseException:
         stripped = text.lstrip()
@@ -114,7 +129,7 @@ def _encode_exc(exc: BaseException) -> dict[str, Any]:
 
 def _decode_arg(value: Any) -> Any:
     if isinstance(value, dict) and _EXC_KEY in value:
-        return _decode_exc(value[_EXC_KEY])
+        return _decode_exc(dict(value[_EXC_KEY]))
     if isinstance(value, list):
         return [_decode_arg(v) for v in value]
     return value
@@ -132,7 +147,8 @@ def _decode_exc(data: dict[str, Any]) -> BaseException:
         candidates.append((message,))
         for args in candidates:
             try:
-                return cls(*args)
+                exc: BaseException = cls(*args)
             except Exception:
                 continue
+            return exc
     return RemoteError(type_name.replace(":", "."), message)

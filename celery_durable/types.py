@@ -81,6 +81,10 @@ class StepRecord:
     attempts: int = 0
     started_at_ms: int | None = None
     completed_at_ms: int | None = None
+    signature: str | None = None
+    task_id: str | None = None
+    executor_id: str | None = None
+    due_at_ms: int | None = None
     attempt_errors: tuple[str, ...] = ()
 
 

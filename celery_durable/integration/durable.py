@@ -18,6 +18,7 @@ from ..runtime.steps import durable_sleep
 from ..serialization import Serializer
 from ..store import Store, normalize_url, upgrade
 from ..types import ACTIVE_STATUSES, StepInfo, StepStatus, WorkflowStatus, WorkflowStatusString
+from .chains import DurableChain, publish_open_step
 from .settings import DurableSettings, read_settings
 from .tasks import DurableTask
 from .worker import DurableHeartbeat, connect_signals
@@ -38,7 +39,7 @@ class Durable:
         self._lock = threading.RLock()
         self.worker_executor_id: str | None = None
         self.logger = make_logger()
-        app.durable = self  # type: ignore[attr-defined]
+        app.durable = self
         app.steps["worker"].add(DurableHeartbeat)
         connect_signals()
 
@@ -97,12 +98,9 @@ class Durable:
         self, name: str | None = None, max_recovery_attempts: int | None = -1, **task_options: Any
     ) -> Callable[[Callable[..., Any]], Any]:
         """Make ``fn`` a durable workflow (and a Celery task)."""
-        limit = (
-            self._overrides.get("default_max_recovery_attempts", 100)
-            if max_recovery_attempts == -1
-            else max_recovery_attempts
-        )
-        if limit is not None and limit < 0:
+        # -1 (the default) means "the durable_default_max_recovery_attempts setting"
+        limit = max_recovery_attempts
+        if limit is not None and limit < -1:
             raise ValueError("max_recovery_attempts must be >= 0 or None")
 
         def decorate(fn: Callable[..., Any]) -> Any:
@@ -151,6 +149,14 @@ class Durable:
             return self._task(fn, attrs, {"name": name, **task_options} if name else task_options)
 
         return decorate
+
+    def chain(self, *signatures: Any) -> DurableChain:
+        """A durable chain of step signatures: ``durable.chain(a.s(1), b.s()).start()``."""
+        return DurableChain(self, signatures)
+
+    @property
+    def default_max_recovery_attempts(self) -> int | None:
+        return self.settings.default_max_recovery_attempts
 
     # inside workflows and steps ------------------------------------------
     @property
@@ -227,7 +233,10 @@ class Durable:
         if (record.status in ACTIVE_STATUSES or reset) and self.store.reenqueue_workflow(
             workflow_id, reset_attempts=reset
         ):
-            self.publish_existing(workflow_id)
+            if record.kind == "chain":
+                publish_open_step(self, workflow_id)
+            else:
+                self.publish_existing(workflow_id)
         return WorkflowHandle(self.runtime, workflow_id)
 
     def cancel_workflow(self, workflow_id: str) -> None:
@@ -242,7 +251,10 @@ class Durable:
         if record is None:
             raise NonExistentWorkflow(workflow_id)
         args, kwargs = self._stored_inputs(record.inputs)
-        options: dict[str, Any] = {"task_id": workflow_id, "headers": {"durable_workflow": workflow_id}}
+        options: dict[str, Any] = {
+            "task_id": workflow_id,
+            "headers": {"durable_workflow": workflow_id},
+        }
         if record.queue:
             options["queue"] = record.queue
         if countdown:

@@ -9,17 +9,15 @@ from typing import TYPE_CHECKING, Any
 from celery import Task
 from celery.exceptions import Ignore
 
-from ..errors import UnknownWorkflowError
 from ..policy import RetryPolicy
 from ..runtime.context import current_workflow
 from ..runtime.options import current_timeout, take_workflow_id
 from ..runtime.steps import run_step, run_transaction
 from ..runtime.workflows import StartRequest, execute, record_start, run_direct
+from .chains import DURABLE_HEADER, run_step_on_worker, start_chain
 
 if TYPE_CHECKING:
     from .durable import Durable
-
-DURABLE_HEADER = "durable_workflow"
 
 
 class DurableTask(Task):  # type: ignore[misc]
@@ -40,7 +38,9 @@ class DurableTask(Task):  # type: ignore[misc]
         """The function a workflow run executes: the workflow, or a step wrapped as one."""
         runtime = self.durable.runtime
         if self.durable_kind == "step":
-            return lambda *a, **kw: run_step(runtime, self.name, self.run, a, kw, self.durable_policy)
+            return lambda *a, **kw: run_step(
+                runtime, self.name, self.run, a, kw, self.durable_policy
+            )
         if self.durable_kind == "transaction":
             return lambda *a, **kw: run_transaction(
                 runtime, self.name, self.run, a, kw, self.durable_isolation_level
@@ -57,7 +57,11 @@ class DurableTask(Task):  # type: ignore[misc]
             kwargs=dict(kwargs or {}),
             kind=self.durable_kind,
             queue=queue,
-            max_recovery_attempts=self.durable_max_recovery_attempts,
+            max_recovery_attempts=(
+                self.durable.default_max_recovery_attempts
+                if self.durable_max_recovery_attempts == -1
+                else self.durable_max_recovery_attempts
+            ),
             timeout=current_timeout(),
         )
 
@@ -85,6 +89,8 @@ class DurableTask(Task):  # type: ignore[misc]
         return run_direct(runtime, request, self.run)
 
     def _run_on_worker(self, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.durable_kind != "workflow":
+            return run_step_on_worker(self, request, args, kwargs)
         runtime = self.durable.runtime
         workflow_id: str = request.id
         outcome = execute(runtime, workflow_id, self.durable_body(), can_suspend=True)
@@ -118,7 +124,15 @@ class DurableTask(Task):  # type: ignore[misc]
         task_id: str | None = None,
         **options: Any,
     ) -> Any:
-        """Record the workflow (ENQUEUED), then publish it; an existing id publishes nothing."""
+        """Record the workflow (ENQUEUED), then publish it; an existing id publishes nothing.
+
+        A step or transaction starts a durable chain (of one, or the chain Celery passes).
+        A message for a workflow already recorded (a chain link, a retry) is only sent.
+        """
+        if DURABLE_HEADER in (options.get("headers") or {}):
+            return super().apply_async(args, kwargs, task_id=task_id, **options)
+        if self.durable_kind != "workflow":
+            return start_chain(self, args, kwargs, task_id, options)
         runtime = self.durable.runtime
         workflow_id = task_id or take_workflow_id() or str(uuid.uuid4())
         request = self.start_request(workflow_id, args, kwargs, queue=options.get("queue"))
@@ -130,7 +144,3 @@ class DurableTask(Task):  # type: ignore[misc]
         except BaseException:
             runtime.store.delete_workflow(workflow_id)
             raise
-
-
-def unknown_workflow_error(name: str) -> UnknownWorkflowError:
-    return UnknownWorkflowError(name)

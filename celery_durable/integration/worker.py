@@ -9,7 +9,7 @@ from celery import bootsteps
 from celery.signals import task_unknown, worker_init
 
 from ..types import WorkflowStatusString
-from .tasks import DURABLE_HEADER
+from .chains import DURABLE_HEADER
 
 if TYPE_CHECKING:
     from .durable import Durable
@@ -66,7 +66,11 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
 
 
 def _on_task_unknown(
-    sender: Any = None, message: Any = None, name: str | None = None, id: str | None = None, **_: Any
+    sender: Any = None,
+    message: Any = None,
+    name: str | None = None,
+    id: str | None = None,
+    **_: Any,
 ) -> None:
     """A durable workflow this worker does not know ends ERROR instead of waiting forever."""
     headers = getattr(message, "headers", None) or {}
@@ -81,6 +85,4 @@ def _on_task_unknown(
 def connect_signals() -> None:
     """Connect the module-level handlers once; each looks up the app's Durable."""
     worker_init.connect(_on_worker_init, weak=False, dispatch_uid="celery_durable.worker_init")
-    task_unknown.connect(
-        _on_task_unknown, weak=False, dispatch_uid="celery_durable.task_unknown"
-    )
+    task_unknown.connect(_on_task_unknown, weak=False, dispatch_uid="celery_durable.task_unknown")

@@ -28,7 +28,7 @@ class WorkflowContext:
         return step_id
 
 
-class SuspendWorkflow(BaseException):  # noqa: N818 - a control-flow signal, not an error
+class SuspendWorkflow(BaseException):
     """Raised to hand a long retry wait back to the broker; never seen by user code."""
 
     def __init__(self, delay: float) -> None:
@@ -36,9 +36,7 @@ class SuspendWorkflow(BaseException):  # noqa: N818 - a control-flow signal, not
         self.delay = delay
 
 
-workflow_context: ContextVar[WorkflowContext | None] = ContextVar(
-    "durable_workflow", default=None
-)
+workflow_context: ContextVar[WorkflowContext | None] = ContextVar("durable_workflow", default=None)
 step_status: ContextVar[StepStatus | None] = ContextVar("durable_step_status", default=None)
 step_name: ContextVar[str | None] = ContextVar("durable_step_name", default=None)
 sql_session: ContextVar[Any] = ContextVar("durable_sql_session", default=None)

@@ -124,5 +124,7 @@ class WorkflowHandle:
                 raise TimeoutError(
                     f"workflow {self.workflow_id!r} still {record.status} after {timeout}s"
                 )
-            time.sleep(wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic())))
+            time.sleep(
+                wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic()))
+            )
             wait = min(wait * 2, interval)

@@ -12,7 +12,9 @@ from .context import current_workflow, step_name
 class DurableLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Adds ``workflow_id`` and ``step`` to every record's extra."""
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
         ctx = current_workflow()
         extra = dict(kwargs.get("extra") or {})
         extra.setdefault("workflow_id", ctx.workflow_id if ctx else None)

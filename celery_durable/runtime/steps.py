@@ -77,7 +77,9 @@ def run_step(
     if record is not None and record.status in ("SUCCESS", "ERROR"):
         return _stored_result(runtime, record)
     _check_deadline(ctx)
-    prior = [runtime.serializer.loads_exception(e) for e in (record.attempt_errors if record else ())]
+    prior = [
+        runtime.serializer.loads_exception(e) for e in (record.attempt_errors if record else ())
+    ]
     return _run_attempts(runtime, ctx, step_id, name, fn, args, kwargs, policy, prior)
 
 
@@ -96,7 +98,9 @@ def _run_attempts(
     started = now_ms()
     while True:
         try:
-            result = _call(ctx, StepStatus(step_id, attempt, policy.max_attempts), name, fn, args, kwargs)
+            result = _call(
+                ctx, StepStatus(step_id, attempt, policy.max_attempts), name, fn, args, kwargs
+            )
         except Exception as exc:
             errors.append(exc)
             if ctx is not None:
@@ -114,7 +118,11 @@ def _run_attempts(
                 raise final from exc
             delay = policy.delay(attempt + 1)
             attempt += 1
-            if ctx is not None and ctx.can_suspend and delay > runtime.settings.max_inline_retry_wait:
+            if (
+                ctx is not None
+                and ctx.can_suspend
+                and delay > runtime.settings.max_inline_retry_wait
+            ):
                 raise SuspendWorkflow(delay) from None
             time.sleep(delay)
             continue
@@ -202,10 +210,10 @@ def run_transaction(
         finally:
             sql_session.reset(token)
 
-    def checkpoint(result: Any) -> StepRecord | None:
+    def checkpoint(conn: Any, result: Any) -> bool:
         if ctx is None:
-            return None
-        return StepRecord(
+            return True
+        record = StepRecord(
             workflow_id=ctx.workflow_id,
             step_id=step_id,
             name=name,
@@ -215,6 +223,7 @@ def run_transaction(
             started_at_ms=started,
             completed_at_ms=now_ms(),
         )
+        return runtime.store.insert_checkpoint(conn, record)
 
     try:
         committed, result = runtime.store.run_transaction_step(body, checkpoint, isolation_level)

@@ -47,8 +47,12 @@ def encode_inputs(runtime: Runtime, request: StartRequest) -> str:
     )
 
 
-def decode_inputs(runtime: Runtime, record: WorkflowRecord) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    data = runtime.serializer.loads(record.inputs, what=f"inputs of workflow {record.workflow_id!r}")
+def decode_inputs(
+    runtime: Runtime, record: WorkflowRecord
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    data = runtime.serializer.loads(
+        record.inputs, what=f"inputs of workflow {record.workflow_id!r}"
+    )
     if not isinstance(data, dict):
         data = {}
     return tuple(data.get("args") or ()), dict(data.get("kwargs") or {})

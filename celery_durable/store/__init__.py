@@ -4,4 +4,11 @@ from .engine import DEFAULT_SQLITE_FILE, normalize_url
 from .migrate import current_revision, head_revision, upgrade
 from .store import Store
 
-__all__ = ["DEFAULT_SQLITE_FILE", "Store", "current_revision", "head_revision", "normalize_url", "upgrade"]
+__all__ = [
+    "DEFAULT_SQLITE_FILE",
+    "Store",
+    "current_revision",
+    "head_revision",
+    "normalize_url",
+    "upgrade",
+]

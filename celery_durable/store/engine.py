@@ -101,7 +101,7 @@ def with_retries(
     what: str,
     retry_on: Callable[[BaseException], bool] = is_transient,
 ) -> T:
-    """Call ``fn`` until it succeeds, retrying ``retry_on`` errors with backoff up to ``timeout``."""
+    """Call ``fn``; retry ``retry_on`` errors with backoff for up to ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:

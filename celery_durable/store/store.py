@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..types import (
@@ -18,7 +15,9 @@ from ..types import (
     WorkflowStatusString,
     now_ms,
 )
-from .engine import is_serialization_failure, is_transient, make_engine, with_retries
+from .base import StoreBase
+from .chains import ChainQueries
+from .engine import is_serialization_failure, is_transient, with_retries
 from .tables import executors, step_errors, steps, workflows
 
 T = TypeVar("T")
@@ -29,59 +28,8 @@ class _AlreadyRecorded(Exception):
     """Raised inside a transaction step whose checkpoint exists: roll the user's work back."""
 
 
-class Store:
+class Store(ChainQueries, StoreBase):
     """Narrow data access for the runtime; knows nothing of Celery."""
-
-    def __init__(self, url: str, *, retry_timeout: float = 60.0, pool_size: int = 5) -> None:
-        self.url = url
-        self.retry_timeout = retry_timeout
-        self.pool_size = pool_size
-        self._engine: Engine | None = None
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self.statement_count = 0
-
-    # plumbing -----------------------------------------------------------
-    @property
-    def engine(self) -> Engine:
-        if self._engine is None or self._pid != os.getpid():
-            with self._lock:
-                if self._engine is not None and self._pid != os.getpid():
-                    # a forked child must not share its parent's sockets
-                    self._engine.dispose(close=False)
-                    self._engine = None
-                if self._engine is None:
-                    self._engine = make_engine(self.url, self.pool_size)
-                    self._pid = os.getpid()
-        return self._engine
-
-    @property
-    def dialect(self) -> str:
-        return "postgresql" if self.url.startswith("postgresql") else "sqlite"
-
-    def dispose(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose(close=self._pid == os.getpid())
-            self._engine = None
-
-    def _insert(self, table: Any) -> Any:
-        """The dialect's INSERT, which knows ON CONFLICT."""
-        module: Any = postgresql if self.dialect == "postgresql" else sqlite
-        return module.insert(table)
-
-    def _write(self, what: str, fn: Callable[[Connection], T]) -> T:
-        def attempt() -> T:
-            with self.engine.begin() as conn:
-                return fn(conn)
-
-        return with_retries(attempt, timeout=self.retry_timeout, what=what)
-
-    def _read(self, what: str, fn: Callable[[Connection], T]) -> T:
-        def attempt() -> T:
-            with self.engine.connect() as conn:
-                return fn(conn)
-
-        return with_retries(attempt, timeout=self.retry_timeout, what=what)
 
     # workflows ----------------------------------------------------------
     def insert_workflow(self, record: WorkflowRecord) -> bool:
@@ -292,7 +240,9 @@ class Store:
                 names[e["step_id"]] = e["name"]
             out: dict[int, StepRecord] = {}
             for r in conn.execute(s_stmt).mappings():
-                out[r["step_id"]] = StepRecord(**r, attempt_errors=tuple(errors.get(r["step_id"], ())))
+                out[r["step_id"]] = StepRecord(
+                    **r, attempt_errors=tuple(errors.get(r["step_id"], ()))
+                )
             for step_id, errs in errors.items():
                 if step_id not in out:  # attempts failed, step not finished yet
                     out[step_id] = StepRecord(
@@ -309,18 +259,8 @@ class Store:
 
     def record_step(self, record: StepRecord) -> bool:
         """Checkpoint a finished step; False when one is already recorded (a duplicate run)."""
-        values = {k: v for k, v in record.__dict__.items() if k != "attempt_errors"}
-        stmt = self._step_insert(values)
+        stmt = self._step_insert(self.step_values(record))
         return self._write("record_step", lambda c: c.execute(stmt).first() is not None)
-
-    def _step_insert(self, values: dict[str, Any]) -> Any:
-        """INSERT of a step checkpoint that returns a row only when it was new."""
-        return (
-            self._insert(steps)
-            .values(**values)
-            .on_conflict_do_nothing()
-            .returning(steps.c.step_id)
-        )
 
     def record_step_error(
         self, workflow_id: str, step_id: int, attempt: int, name: str, error: str
@@ -339,16 +279,21 @@ class Store:
         )
         self._write("record_step_error", lambda c: c.execute(stmt))
 
+    def insert_checkpoint(self, conn: Connection, record: StepRecord) -> bool:
+        """Inside a caller's transaction: insert a step checkpoint unless one exists."""
+        return conn.execute(self._step_insert(self.step_values(record))).first() is not None
+
     def run_transaction_step(
         self,
         body: Callable[[Session], T],
-        checkpoint: Callable[[T], StepRecord | None],
+        finish: Callable[[Connection, T], bool],
         isolation_level: str | None = None,
     ) -> tuple[bool, T | None]:
-        """Run ``body`` and its checkpoint in one database transaction.
+        """Run ``body`` and ``finish`` (its checkpoint) in one database transaction.
 
-        Serialization failures and deadlocks are retried from the start. Returns
-        (False, None) when the checkpoint already existed: the body's effects were rolled back.
+        Serialization failures and deadlocks are retried from the start. When ``finish``
+        returns False (the checkpoint already existed) the body's effects are rolled back
+        and (False, None) is returned.
         """
 
         def attempt() -> tuple[bool, T | None]:
@@ -359,13 +304,8 @@ class Store:
                     with conn.begin(), Session(bind=conn) as session:
                         result = body(session)
                         session.flush()
-                        record = checkpoint(result)
-                        if record is not None:
-                            values = {
-                                k: v for k, v in record.__dict__.items() if k != "attempt_errors"
-                            }
-                            if conn.execute(self._step_insert(values)).first() is None:
-                                raise _AlreadyRecorded
+                        if not finish(conn, result):
+                            raise _AlreadyRecorded
                 except _AlreadyRecorded:
                     return False, None
                 return True, result

@@ -18,6 +18,7 @@ from sqlalchemy import (
 metadata = MetaData()
 
 ACTIVE_WHERE = text("status IN ('ENQUEUED', 'PENDING')")
+OPEN_STEP_WHERE = text("status IN ('PENDING', 'RUNNING', 'RETRYING')")
 
 workflows = Table(
     "durable_workflows",
@@ -63,8 +64,18 @@ steps = Table(
     Column("attempts", Integer, nullable=False, server_default="1"),
     Column("started_at_ms", BigInteger),
     Column("completed_at_ms", BigInteger),
-    ForeignKeyConstraint(
-        ["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"
+    # chain steps only: the Celery signature, its task id, the lease owner, when it is due
+    Column("signature", Text),
+    Column("task_id", String(255)),
+    Column("executor_id", String(64)),
+    Column("due_at_ms", BigInteger),
+    ForeignKeyConstraint(["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"),
+    Index(
+        "ix_durable_steps_open",
+        "status",
+        "due_at_ms",
+        postgresql_where=OPEN_STEP_WHERE,
+        sqlite_where=OPEN_STEP_WHERE,
     ),
 )
 
@@ -77,9 +88,7 @@ step_errors = Table(
     Column("name", String(255), nullable=False),
     Column("error", Text, nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
-    ForeignKeyConstraint(
-        ["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"
-    ),
+    ForeignKeyConstraint(["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"),
 )
 
 executors = Table(

@@ -15,6 +15,7 @@ branch_labels = None
 depends_on = None
 
 ACTIVE = sa.text("status IN ('ENQUEUED', 'PENDING')")
+OPEN_STEP = sa.text("status IN ('PENDING', 'RUNNING', 'RETRYING')")
 
 
 def upgrade() -> None:
@@ -59,9 +60,20 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
         sa.Column("started_at_ms", sa.BigInteger),
         sa.Column("completed_at_ms", sa.BigInteger),
+        sa.Column("signature", sa.Text),
+        sa.Column("task_id", sa.String(255)),
+        sa.Column("executor_id", sa.String(64)),
+        sa.Column("due_at_ms", sa.BigInteger),
         sa.ForeignKeyConstraint(
             ["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"
         ),
+    )
+    op.create_index(
+        "ix_durable_steps_open",
+        "durable_steps",
+        ["status", "due_at_ms"],
+        postgresql_where=OPEN_STEP,
+        sqlite_where=OPEN_STEP,
     )
     op.create_table(
         "durable_step_errors",
@@ -89,6 +101,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("durable_executors")
     op.drop_table("durable_step_errors")
+    op.drop_index("ix_durable_steps_open", "durable_steps")
     op.drop_table("durable_steps")
     op.drop_index("ix_durable_workflows_created", "durable_workflows")
     op.drop_index("ix_durable_workflows_name", "durable_workflows")

@@ -1,0 +1,199 @@
+"""Celery chains made durable: recording at start, running a step, re-publishing from the store."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from celery import Task, chain, signature
+from celery.canvas import Signature
+from celery.exceptions import Ignore
+
+from ..runtime.chains import ChainStepSpec, open_step, record_chain, run_chain_step
+from ..runtime.options import current_timeout, take_workflow_id
+from .signals import step_checkpointed, step_retries_exhausted, step_retrying
+
+if TYPE_CHECKING:
+    from ..runtime.handle import WorkflowHandle
+    from .durable import Durable
+    from .tasks import DurableTask
+
+DURABLE_HEADER = "durable_workflow"
+STEP_HEADER = "durable_step"
+# per-signature options that are not kept in the stored signature: they are set on publish
+_TRANSIENT = ("chain", "headers", "task_id", "root_id", "parent_id")
+
+
+def durable_headers(workflow_id: str, step_id: int | None = None) -> dict[str, Any]:
+    headers: dict[str, Any] = {DURABLE_HEADER: workflow_id}
+    if step_id is not None:
+        headers[STEP_HEADER] = step_id
+    return headers
+
+
+def _is_durable_step(app: Any, sig: Any) -> bool:
+    task = app.tasks.get(sig.get("task")) if isinstance(sig, dict) else None
+    return getattr(sig, "subtask_type", None) is None and getattr(task, "durable_kind", None) in (
+        "step",
+        "transaction",
+    )
+
+
+def _stored(sig: Signature) -> dict[str, Any]:
+    data = dict(sig)
+    data["options"] = {k: v for k, v in (sig.options or {}).items() if k not in _TRANSIENT}
+    data.pop("subtask_type", None)
+    return data
+
+
+def start_chain(
+    task: DurableTask, args: Any, kwargs: Any, task_id: str | None, options: dict[str, Any]
+) -> Any:
+    """Record a chain whose first link is ``task`` (as Celery's chain publishes it), then send it.
+
+    ``options["chain"]`` holds the later links, last first, as Celery passes them.
+    A chain with a non-durable link (or a group) is sent as a plain Celery chain.
+    """
+    links: list[Signature] = [signature(s, app=task.app) for s in options.pop("chain", None) or []]
+    later = list(reversed(links))
+    first_id = task_id or str(uuid.uuid4())
+    workflow_id = options.get("root_id") or first_id
+    first = task.signature(args, kwargs, {**options, "task_id": first_id})
+    if not all(_is_durable_step(task.app, s) for s in later):
+        return Task.apply_async(task, args, kwargs, task_id=first_id, chain=links, **options)
+    for i, sig in enumerate(later, start=1):
+        sig.options["headers"] = {
+            **(sig.options.get("headers") or {}),
+            **durable_headers(workflow_id, i),
+        }
+    specs = [
+        ChainStepSpec(
+            s.task,
+            s.options.get("task_id") or str(uuid.uuid4()),
+            _stored(s),
+            s.options.get("queue"),
+        )
+        for s in [first, *later]
+    ]
+    for spec, sig in zip(specs, [first, *later], strict=True):
+        sig.options["task_id"] = spec.task_id
+    runtime = task.durable.runtime
+    _record, created = record_chain(
+        runtime,
+        workflow_id,
+        specs,
+        max_recovery_attempts=task.durable.default_max_recovery_attempts,
+        timeout=current_timeout(),
+    )
+    if not created:
+        return task.AsyncResult(first_id)
+    headers = {**(options.pop("headers", None) or {}), **durable_headers(workflow_id, 0)}
+    options.setdefault("root_id", workflow_id)
+    try:
+        return Task.apply_async(
+            task, args, kwargs, task_id=first_id, chain=links or None, headers=headers, **options
+        )
+    except BaseException:
+        runtime.store.delete_workflow(workflow_id)
+        raise
+
+
+def run_step_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any) -> Any:
+    """Run one delivery of a chain step; returning lets Celery publish the next link."""
+    workflow_id = getattr(request, DURABLE_HEADER, None)
+    step_id = getattr(request, STEP_HEADER, None)
+    runtime = task.durable.runtime
+    if workflow_id is None or step_id is None:
+        # sent without being recorded (send_task, a mixed chain): record it as a chain of one
+        workflow_id, step_id = request.id, 0
+        spec = ChainStepSpec(task.name, request.id, _stored(task.signature(args, kwargs)))
+        record_chain(
+            runtime, workflow_id, [spec],
+            max_recovery_attempts=task.durable.default_max_recovery_attempts,
+        )  # fmt: skip
+    step_id = int(step_id)
+    last = not request.chain
+    outcome = run_chain_step(
+        runtime, workflow_id, step_id, task.name, task.run, tuple(args), dict(kwargs),
+        policy=task.durable_policy, last=last,
+        transaction=task.durable_kind == "transaction",
+        isolation_level=task.durable_isolation_level,
+    )  # fmt: skip
+    if outcome.state == "success":
+        step_checkpointed.send(sender=task, workflow_id=workflow_id, step_id=step_id)
+        return outcome.value
+    if outcome.state == "done" and not last:
+        following = runtime.store.get_step(workflow_id, step_id + 1)
+        if following is not None and following.status == "PENDING":
+            return outcome.value  # the next link may never have been sent: send it again
+    if outcome.state == "retry":
+        step_retrying.send(
+            sender=task, workflow_id=workflow_id, step_id=step_id,
+            attempt=getattr(task.request, "retries", 0), delay=outcome.delay, exc=outcome.error,
+        )  # fmt: skip
+        sig = task.signature_from_request(
+            request, args, kwargs, countdown=outcome.delay,
+            headers=durable_headers(workflow_id, step_id),
+        )  # fmt: skip
+        sig.apply_async()
+    if outcome.state == "error" and outcome.error is not None:
+        step_retries_exhausted.send(
+            sender=task, workflow_id=workflow_id, step_id=step_id, exc=outcome.error
+        )
+        raise outcome.error
+    raise Ignore()
+
+
+def publish_open_step(durable: Durable, workflow_id: str) -> bool:
+    """Send the first unfinished step of a recorded chain again, built from the store alone."""
+    found = open_step(durable.runtime, workflow_id)
+    if found is None:
+        return False
+    step, prev_output, rest = found
+    stored = dict(durable.runtime.serializer.loads(step.signature))
+    options = dict(stored.get("options") or {})
+    args = list(stored.get("args") or [])
+    if step.step_id > 0 and not stored.get("immutable"):
+        args = [prev_output, *args]
+    links = []
+    for offset, data in enumerate(rest, start=step.step_id + 1):
+        sig = signature(data, app=durable.app)
+        sig.options["headers"] = durable_headers(workflow_id, offset)
+        links.append(sig)
+    durable.runtime.store.release_step(workflow_id, step.step_id, {})
+    durable.app.send_task(
+        stored["task"], args, stored.get("kwargs") or {},
+        task_id=step.task_id, root_id=workflow_id,
+        chain=list(reversed(links)) or None,
+        headers=durable_headers(workflow_id, step.step_id), **options,
+    )  # fmt: skip
+    return True
+
+
+class DurableChain:
+    """``durable.chain(sig1, sig2, ...)``: a Celery chain of durable steps, recorded at start."""
+
+    def __init__(self, durable: Durable, signatures: Sequence[Signature]) -> None:
+        if not signatures:
+            raise ValueError("durable.chain needs at least one signature")
+        for sig in signatures:
+            if not _is_durable_step(durable.app, sig):
+                raise TypeError(
+                    f"durable.chain links must be durable steps or transactions, got {sig!r}"
+                )
+        self.durable = durable
+        self.signatures = [s.clone() for s in signatures]
+
+    def start(self, workflow_id: str | None = None, **options: Any) -> WorkflowHandle:
+        """Record the chain, publish its first step, and return the workflow's handle."""
+        from ..runtime.handle import WorkflowHandle
+
+        workflow_id = workflow_id or take_workflow_id() or str(uuid.uuid4())
+        self.signatures[0].set(task_id=workflow_id)
+        chain(*self.signatures).apply_async(**options)
+        return WorkflowHandle(self.durable.runtime, workflow_id)
+
+    def apply_async(self, *args: Any, **options: Any) -> Any:
+        """As Celery's ``chain.apply_async``: returns the last link's AsyncResult."""
+        return chain(*self.signatures).apply_async(*args, **options)

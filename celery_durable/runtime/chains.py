@@ -1,0 +1,223 @@
+"""Durable chains: record every step up front, run one leased step at a time (no Celery here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConflictingWorkflowError, MaxStepRetriesExceeded
+from ..policy import RetryPolicy
+from ..types import StepRecord, StepStatus, WorkflowRecord, WorkflowStatusString, now_ms
+from .context import WorkflowContext, sql_session, step_name, step_status, workflow_context
+from .core import Runtime
+
+S = WorkflowStatusString
+
+
+@dataclass(frozen=True)
+class ChainStepSpec:
+    """One link of a chain as recorded: the task name, its fixed task id, its signature."""
+
+    name: str
+    task_id: str
+    signature: Any
+    queue: str | None = None
+
+
+@dataclass(frozen=True)
+class ChainOutcome:
+    """How one delivery of a chain step ended.
+
+    ``state``: success (ran and committed), done (had already finished: ``value`` is the
+    stored output), retry (failed; run again after ``delay``), error (ended the chain),
+    busy (leased by a live executor, or the chain has ended) or missing (no such step).
+    """
+
+    state: str
+    value: Any = None
+    error: BaseException | None = None
+    delay: float = 0.0
+
+
+def record_chain(
+    runtime: Runtime,
+    workflow_id: str,
+    specs: Sequence[ChainStepSpec],
+    *,
+    max_recovery_attempts: int | None = None,
+    timeout: float | None = None,
+) -> tuple[WorkflowRecord, bool]:
+    """Store the chain and its ordered step signatures before anything is published."""
+    ser = runtime.serializer
+    name = f"chain:{specs[0].name}"
+    encoded = [
+        ser.dumps(s.signature, what=f"the arguments of chain step {s.name!r}") for s in specs
+    ]
+    now = now_ms()
+    record = WorkflowRecord(
+        workflow_id=workflow_id,
+        name=name,
+        status=S.ENQUEUED,
+        kind="chain",
+        inputs=encoded[0],
+        queue=specs[0].queue,
+        max_recovery_attempts=max_recovery_attempts,
+        deadline_ms=now + int(timeout * 1000) if timeout else None,
+        created_at_ms=now,
+        updated_at_ms=now,
+    )
+    steps = [
+        StepRecord(
+            workflow_id=workflow_id,
+            step_id=i,
+            name=spec.name,
+            status="PENDING",
+            attempts=0,
+            signature=encoded[i],
+            task_id=spec.task_id,
+        )
+        for i, spec in enumerate(specs)
+    ]
+    if runtime.store.insert_chain(record, steps):
+        return record, True
+    existing = runtime.store.get_workflow(workflow_id)
+    if existing is None:
+        return record_chain(
+            runtime, workflow_id, specs, max_recovery_attempts=max_recovery_attempts
+        )
+    if existing.name != name:
+        raise ConflictingWorkflowError(workflow_id, existing.name, name)
+    return existing, False
+
+
+def run_chain_step(
+    runtime: Runtime,
+    workflow_id: str,
+    step_id: int,
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    policy: RetryPolicy,
+    last: bool,
+    transaction: bool = False,
+    isolation_level: str | None = None,
+) -> ChainOutcome:
+    """Lease the step, run one attempt, and commit its output (the next step is then due)."""
+    executor_id = runtime.executor_id()
+    claimed = runtime.store.claim_chain_step(
+        workflow_id, step_id, executor_id, runtime.stale_before_ms
+    )
+    if claimed is None:
+        return _unclaimed(runtime, workflow_id, step_id)
+    attempt = claimed.attempts
+    ser = runtime.serializer
+    ctx = WorkflowContext(workflow_id, name, executor_id, in_step=True)
+    tokens = (
+        workflow_context.set(ctx),
+        step_status.set(StepStatus(step_id, attempt, policy.max_attempts)),
+        step_name.set(name),
+    )
+    try:
+        if transaction:
+            committed, value = _run_transaction(
+                runtime, claimed, fn, args, kwargs, attempt, last, isolation_level
+            )
+        else:
+            value = fn(*args, **kwargs)
+            output = ser.dumps(value, what=f"the output of step {name!r}")
+            committed = runtime.store.finish_chain_step(
+                workflow_id, step_id, executor_id, output, attempt + 1, last
+            )
+    except Exception as exc:
+        return _failed(runtime, claimed, executor_id, policy, attempt, exc)
+    finally:
+        step_name.reset(tokens[2])
+        step_status.reset(tokens[1])
+        workflow_context.reset(tokens[0])
+    if committed:
+        return ChainOutcome("success", value=value)
+    return _unclaimed(runtime, workflow_id, step_id)  # lost the lease meanwhile
+
+
+def _run_transaction(
+    runtime: Runtime,
+    claimed: StepRecord,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    attempt: int,
+    last: bool,
+    isolation_level: str | None,
+) -> tuple[bool, Any]:
+    executor_id = runtime.executor_id()
+
+    def body(session: Any) -> Any:
+        token = sql_session.set(session)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            sql_session.reset(token)
+
+    def finish(conn: Any, value: Any) -> bool:
+        output = runtime.serializer.dumps(value, what=f"the output of step {claimed.name!r}")
+        return runtime.store.complete_chain_step(
+            conn, claimed.workflow_id, claimed.step_id, executor_id, output, attempt + 1, last
+        )
+
+    return runtime.store.run_transaction_step(body, finish, isolation_level)
+
+
+def _unclaimed(runtime: Runtime, workflow_id: str, step_id: int) -> ChainOutcome:
+    record = runtime.store.get_step(workflow_id, step_id)
+    if record is None:
+        return ChainOutcome("missing")
+    if record.status == "SUCCESS":
+        value = runtime.serializer.loads(record.output, what=f"output of step {record.name!r}")
+        return ChainOutcome("done", value=value)
+    return ChainOutcome("busy")
+
+
+def _failed(
+    runtime: Runtime,
+    claimed: StepRecord,
+    executor_id: str,
+    policy: RetryPolicy,
+    attempt: int,
+    exc: Exception,
+) -> ChainOutcome:
+    ser = runtime.serializer
+    wid, sid, name = claimed.workflow_id, claimed.step_id, claimed.name
+    attempt_error = ser.dumps_exception(exc)
+    if policy.should_retry(exc, attempt):
+        delay = policy.delay(attempt + 1)
+        due = now_ms() + int(delay * 1000)
+        if runtime.store.retry_chain_step(wid, sid, executor_id, attempt, name, attempt_error, due):
+            return ChainOutcome("retry", error=exc, delay=delay)
+        return _unclaimed(runtime, wid, sid)
+    final: Exception = exc
+    if policy.retries > 0 and not isinstance(exc, policy.dont_retry_on or ()):
+        stored = runtime.store.load_steps(wid).get(sid)
+        earlier = [ser.loads_exception(e) for e in (stored.attempt_errors if stored else ())]
+        final = MaxStepRetriesExceeded(name, policy.retries, [*earlier[:attempt], exc])
+    ser_final = ser.dumps_exception(final)
+    if runtime.store.fail_chain_step(
+        wid, sid, executor_id, attempt, name, attempt_error, ser_final
+    ):
+        return ChainOutcome("error", error=final)
+    return _unclaimed(runtime, wid, sid)
+
+
+def open_step(runtime: Runtime, workflow_id: str) -> tuple[StepRecord, Any, list[Any]] | None:
+    """The first unfinished step, the output of the one before it, and the later signatures."""
+    found = runtime.store.first_open_step(workflow_id)
+    if found is None:
+        return None
+    step, previous = found
+    ser = runtime.serializer
+    prev_output = ser.loads(previous.output) if previous is not None else None
+    later = runtime.store.load_steps(workflow_id)
+    rest = [ser.loads(later[i].signature) for i in sorted(later) if i > step.step_id]
+    return step, prev_output, rest

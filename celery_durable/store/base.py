@@ -1,0 +1,81 @@
+"""Store plumbing: a fork-safe engine, dialect INSERTs and retried reads and writes."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..types import StepRecord
+from .engine import make_engine, with_retries
+from .tables import steps
+
+T = TypeVar("T")
+
+
+class StoreBase:
+    """One database: engine (re-created after fork), retried reads and writes."""
+
+    def __init__(self, url: str, *, retry_timeout: float = 60.0, pool_size: int = 5) -> None:
+        self.url = url
+        self.retry_timeout = retry_timeout
+        self.pool_size = pool_size
+        self._engine: Engine | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self.statement_count = 0
+
+    # plumbing -----------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None or self._pid != os.getpid():
+            with self._lock:
+                if self._engine is not None and self._pid != os.getpid():
+                    # a forked child must not share its parent's sockets
+                    self._engine.dispose(close=False)
+                    self._engine = None
+                if self._engine is None:
+                    self._engine = make_engine(self.url, self.pool_size)
+                    self._pid = os.getpid()
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return "postgresql" if self.url.startswith("postgresql") else "sqlite"
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose(close=self._pid == os.getpid())
+            self._engine = None
+
+    def _insert(self, table: Any) -> Any:
+        """The dialect's INSERT, which knows ON CONFLICT."""
+        module: Any = postgresql if self.dialect == "postgresql" else sqlite
+        return module.insert(table)
+
+    def _write(self, what: str, fn: Callable[[Connection], T]) -> T:
+        def attempt() -> T:
+            with self.engine.begin() as conn:
+                return fn(conn)
+
+        return with_retries(attempt, timeout=self.retry_timeout, what=what)
+
+    def _read(self, what: str, fn: Callable[[Connection], T]) -> T:
+        def attempt() -> T:
+            with self.engine.connect() as conn:
+                return fn(conn)
+
+        return with_retries(attempt, timeout=self.retry_timeout, what=what)
+
+    def step_values(self, record: StepRecord) -> dict[str, Any]:
+        return {k: v for k, v in record.__dict__.items() if k != "attempt_errors"}
+
+    def _step_insert(self, values: dict[str, Any]) -> Any:
+        """INSERT of a step row that returns a row only when it was new."""
+        return (
+            self._insert(steps).values(**values).on_conflict_do_nothing().returning(steps.c.step_id)
+        )

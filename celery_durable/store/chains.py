@@ -1,0 +1,286 @@
+"""SQL for durable chains: steps recorded up front, leased, completed with the next one due."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, func, or_, select, update
+
+from ..types import StepRecord, WorkflowRecord, WorkflowStatusString, now_ms
+from .base import StoreBase
+from .tables import executors, step_errors, steps, workflows
+
+S = WorkflowStatusString
+OPEN = ("PENDING", "RUNNING", "RETRYING")
+
+
+class ChainQueries(StoreBase):
+    """Chain steps: PENDING -> RUNNING (leased) -> SUCCESS | RETRYING (due later) | ERROR."""
+
+    def insert_chain(self, workflow: WorkflowRecord, chain_steps: Sequence[StepRecord]) -> bool:
+        """Record a chain and all its steps in one transaction; False when the id exists."""
+        wf_stmt = (
+            self._insert(workflows)
+            .values(**workflow.__dict__)
+            .on_conflict_do_nothing()
+            .returning(workflows.c.workflow_id)
+        )
+
+        def run(conn: Connection) -> bool:
+            if conn.execute(wf_stmt).first() is None:
+                return False
+            conn.execute(self._insert(steps), [self.step_values(s) for s in chain_steps])
+            return True
+
+        return self._write("insert_chain", run)
+
+    def get_step(self, workflow_id: str, step_id: int) -> StepRecord | None:
+        stmt = select(steps).where(steps.c.workflow_id == workflow_id, steps.c.step_id == step_id)
+
+        def run(conn: Connection) -> StepRecord | None:
+            row = conn.execute(stmt).mappings().first()
+            return StepRecord(**row) if row is not None else None
+
+        return self._read("get_step", run)
+
+    def claim_chain_step(
+        self, workflow_id: str, step_id: int, executor_id: str, stale_before_ms: int
+    ) -> StepRecord | None:
+        """Lease a step to ``executor_id`` unless a live executor holds it or it has ended.
+
+        Also marks an ENQUEUED workflow PENDING. Returns the leased row, or None.
+        """
+        now = now_ms()
+        live = select(executors.c.executor_id).where(
+            executors.c.last_heartbeat_ms >= stale_before_ms, executors.c.status == "RUNNING"
+        )
+        workflow_active = exists().where(
+            workflows.c.workflow_id == workflow_id,
+            workflows.c.status.in_([S.ENQUEUED, S.PENDING]),
+        )
+        claim = (
+            update(steps)
+            .where(
+                steps.c.workflow_id == workflow_id,
+                steps.c.step_id == step_id,
+                or_(
+                    steps.c.status.in_(["PENDING", "RETRYING"]),
+                    and_(
+                        steps.c.status == "RUNNING",
+                        or_(steps.c.executor_id.is_(None), steps.c.executor_id.not_in(live)),
+                    ),
+                ),
+                workflow_active,
+            )
+            .values(
+                status="RUNNING",
+                executor_id=executor_id,
+                started_at_ms=func.coalesce(steps.c.started_at_ms, now),
+                due_at_ms=None,
+            )
+            .returning(*steps.c)
+        )
+        mark_running = (
+            update(workflows)
+            .where(workflows.c.workflow_id == workflow_id, workflows.c.status == S.ENQUEUED)
+            .values(
+                status=S.PENDING,
+                started_at_ms=func.coalesce(workflows.c.started_at_ms, now),
+                updated_at_ms=now,
+            )
+        )
+
+        def run(conn: Connection) -> StepRecord | None:
+            row = conn.execute(claim).mappings().first()
+            if row is None:
+                return None
+            conn.execute(mark_running)
+            return StepRecord(**row)
+
+        return self._write("claim_chain_step", run)
+
+    def complete_chain_step(
+        self,
+        conn: Connection,
+        workflow_id: str,
+        step_id: int,
+        executor_id: str,
+        output: str,
+        attempts: int,
+        last: bool,
+    ) -> bool:
+        """In the caller's transaction: checkpoint the output; the last step ends the chain."""
+        now = now_ms()
+        done = conn.execute(
+            update(steps)
+            .where(
+                steps.c.workflow_id == workflow_id,
+                steps.c.step_id == step_id,
+                steps.c.status == "RUNNING",
+                steps.c.executor_id == executor_id,
+            )
+            .values(
+                status="SUCCESS",
+                output=output,
+                attempts=attempts,
+                executor_id=None,
+                completed_at_ms=now,
+            )
+        )
+        if done.rowcount != 1:
+            return False
+        if last:
+            conn.execute(
+                update(workflows)
+                .where(workflows.c.workflow_id == workflow_id)
+                .values(
+                    status=S.SUCCESS,
+                    output=output,
+                    executor_id=None,
+                    updated_at_ms=now,
+                    completed_at_ms=now,
+                )
+            )
+        return True
+
+    def finish_chain_step(
+        self,
+        workflow_id: str,
+        step_id: int,
+        executor_id: str,
+        output: str,
+        attempts: int,
+        last: bool,
+    ) -> bool:
+        return self._write(
+            "finish_chain_step",
+            lambda c: self.complete_chain_step(
+                c, workflow_id, step_id, executor_id, output, attempts, last
+            ),
+        )
+
+    def _attempt_error(
+        self, conn: Connection, workflow_id: str, step_id: int, attempt: int, name: str, error: str
+    ) -> None:
+        conn.execute(
+            self._insert(step_errors)
+            .values(
+                workflow_id=workflow_id,
+                step_id=step_id,
+                attempt=attempt,
+                name=name,
+                error=error,
+                created_at_ms=now_ms(),
+            )
+            .on_conflict_do_nothing()
+        )
+
+    def retry_chain_step(
+        self,
+        workflow_id: str,
+        step_id: int,
+        executor_id: str,
+        attempt: int,
+        name: str,
+        error: str,
+        due_at_ms: int,
+    ) -> bool:
+        """Record a failed attempt and release the lease until ``due_at_ms``."""
+
+        def run(conn: Connection) -> bool:
+            self._attempt_error(conn, workflow_id, step_id, attempt, name, error)
+            result = conn.execute(
+                update(steps)
+                .where(
+                    steps.c.workflow_id == workflow_id,
+                    steps.c.step_id == step_id,
+                    steps.c.status == "RUNNING",
+                    steps.c.executor_id == executor_id,
+                )
+                .values(
+                    status="RETRYING", attempts=attempt + 1, executor_id=None, due_at_ms=due_at_ms
+                )
+            )
+            return result.rowcount == 1
+
+        return self._write("retry_chain_step", run)
+
+    def fail_chain_step(
+        self,
+        workflow_id: str,
+        step_id: int,
+        executor_id: str,
+        attempt: int,
+        name: str,
+        attempt_error: str,
+        final_error: str,
+    ) -> bool:
+        """Record the last failed attempt; the step and the chain end ERROR."""
+        now = now_ms()
+
+        def run(conn: Connection) -> bool:
+            self._attempt_error(conn, workflow_id, step_id, attempt, name, attempt_error)
+            result = conn.execute(
+                update(steps)
+                .where(
+                    steps.c.workflow_id == workflow_id,
+                    steps.c.step_id == step_id,
+                    steps.c.status == "RUNNING",
+                    steps.c.executor_id == executor_id,
+                )
+                .values(
+                    status="ERROR",
+                    error=final_error,
+                    attempts=attempt + 1,
+                    executor_id=None,
+                    completed_at_ms=now,
+                )
+            )
+            if result.rowcount != 1:
+                return False
+            conn.execute(
+                update(workflows)
+                .where(
+                    workflows.c.workflow_id == workflow_id,
+                    workflows.c.status.in_([S.ENQUEUED, S.PENDING]),
+                )
+                .values(
+                    status=S.ERROR,
+                    error=final_error,
+                    executor_id=None,
+                    updated_at_ms=now,
+                    completed_at_ms=now,
+                )
+            )
+            return True
+
+        return self._write("fail_chain_step", run)
+
+    def first_open_step(self, workflow_id: str) -> tuple[StepRecord, StepRecord | None] | None:
+        """The first chain step not yet SUCCESS, with the step before it (for its output)."""
+        stmt = select(steps).where(steps.c.workflow_id == workflow_id).order_by(steps.c.step_id)
+
+        def run(conn: Connection) -> tuple[StepRecord, StepRecord | None] | None:
+            previous: StepRecord | None = None
+            for row in conn.execute(stmt).mappings():
+                record = StepRecord(**row)
+                if record.status != "SUCCESS":
+                    return record, previous
+                previous = record
+            return None
+
+        return self._read("first_open_step", run)
+
+    def release_step(self, workflow_id: str, step_id: int, values: dict[str, Any]) -> None:
+        """Put an open step back to PENDING (resume, recovery) so any worker may lease it."""
+        stmt = (
+            update(steps)
+            .where(
+                steps.c.workflow_id == workflow_id,
+                steps.c.step_id == step_id,
+                steps.c.status.in_(list(OPEN)),
+            )
+            .values(status="PENDING", executor_id=None, **values)
+        )
+        self._write("release_step", lambda c: c.execute(stmt))
