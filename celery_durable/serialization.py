@@ -59,7 +59,7 @@ class Serializer:
         try:
             if self.name == "pickle":
                 return base64.b64encode(pickle.dumps(value)).decode("ascii")
-            return (kjson.dumps(value))
+            return kjson.dumps(value)
         except Exception as exc:
             raise SerializationError(
                 f"cannot serialize {what} with the {self.name!r} serializer: "
@@ -83,7 +83,7 @@ class Serializer:
                 return base64.b64encode(pickle.dumps(exc)).decode("ascii")
             except Exception:
                 pass  # fall back to the portable JSON form
-        return (kjson.dumps(_encode_exc(exc)))
+        return kjson.dumps(_encode_exc(exc))
 
     def loads_exception(self, text: str) -> BaseException:
         stripped = text.lstrip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,12 +15,15 @@ from ..runtime.context import current_workflow, sql_session, step_status
 from ..runtime.core import Runtime, RuntimeSettings
 from ..runtime.handle import WorkflowHandle, to_status, to_step_info
 from ..runtime.logs import make_logger
+from ..runtime.recovery import RecoveryReport
 from ..runtime.steps import durable_sleep
 from ..serialization import Serializer
 from ..store import Store, normalize_url, upgrade
 from ..types import ACTIVE_STATUSES, StepInfo, StepStatus, WorkflowStatus, WorkflowStatusString
 from .chains import DurableChain, publish_open_step
+from .recovery import connect_recovery_signals, install_sweep, publish_workflow, run_sweep
 from .settings import DurableSettings, read_settings
+from .signals import workflow_recovered
 from .tasks import DurableTask
 from .worker import DurableHeartbeat, connect_signals
 
@@ -42,6 +46,8 @@ class Durable:
         app.durable = self
         app.steps["worker"].add(DurableHeartbeat)
         connect_signals()
+        connect_recovery_signals()
+        install_sweep(self)
 
     # configuration ------------------------------------------------------
     @property
@@ -233,10 +239,10 @@ class Durable:
         if (record.status in ACTIVE_STATUSES or reset) and self.store.reenqueue_workflow(
             workflow_id, reset_attempts=reset
         ):
-            if record.kind == "chain":
-                publish_open_step(self, workflow_id)
-            else:
-                self.publish_existing(workflow_id)
+            self.publish_existing(workflow_id)
+            workflow_recovered.send(
+                sender=self, workflow_id=workflow_id, recovery_attempts=record.recovery_attempts + 1
+            )
         return WorkflowHandle(self.runtime, workflow_id)
 
     def cancel_workflow(self, workflow_id: str) -> None:
@@ -246,24 +252,29 @@ class Durable:
         self.store.set_status(workflow_id, S.CANCELLED, only_from=[S.ENQUEUED, S.PENDING])
 
     def publish_existing(self, workflow_id: str, countdown: float | None = None) -> None:
-        """Publish a recorded workflow's message again (by task name; no local code needed)."""
+        """Publish a recorded workflow's message again (a duplicate is harmless: leases)."""
         record = self.store.get_workflow(workflow_id)
         if record is None:
             raise NonExistentWorkflow(workflow_id)
-        args, kwargs = self._stored_inputs(record.inputs)
-        options: dict[str, Any] = {
-            "task_id": workflow_id,
-            "headers": {"durable_workflow": workflow_id},
-        }
-        if record.queue:
-            options["queue"] = record.queue
-        if countdown:
-            options["countdown"] = countdown
-        self.app.send_task(record.name, args, kwargs, **options)
+        if record.kind == "chain":
+            publish_open_step(self, workflow_id)
+        else:
+            publish_workflow(self, workflow_id, countdown)
 
-    def _stored_inputs(self, inputs: str | None) -> tuple[list[Any], dict[str, Any]]:
-        data = self.runtime.serializer.loads(inputs, what="workflow inputs") or {}
-        return list(data.get("args") or []), dict(data.get("kwargs") or {})
+    def recover(self) -> RecoveryReport:
+        """One recovery sweep now (beat runs ``celery_durable.recover`` on a schedule)."""
+        return run_sweep(self)
+
+    def fork_workflow(self, workflow_id: str, start_step: int = 0) -> WorkflowHandle:
+        """Start a copy of a workflow under a new id that reuses the outputs of its first
+        ``start_step`` steps and runs the rest again."""
+        record = self.store.get_workflow(workflow_id)
+        if record is None:
+            raise NonExistentWorkflow(workflow_id)
+        new_id = str(uuid.uuid4())
+        self.store.fork_workflow(workflow_id, new_id, start_step)
+        self.publish_existing(new_id)
+        return WorkflowHandle(self.runtime, new_id)
 
     def fail_unknown_workflow(self, workflow_id: str, name: str) -> None:
         """Called when a worker receives a durable message for a task it does not have."""

@@ -26,7 +26,8 @@ class DurableSettings(BaseModel):
     max_inline_retry_wait: float = Field(default=5.0, ge=0)
     default_max_recovery_attempts: int | None = Field(default=100, ge=0)
     result_poll_interval: float = Field(default=0.5, gt=0)
-    recovery_interval: float | None = Field(default=5.0)
+    recovery_interval: float | None = Field(default=5.0, ge=0)
+    recovery_batch_size: int = Field(default=500, ge=1)
     enqueue_timeout: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from celery import bootsteps
-from celery.signals import task_unknown, worker_init
+from celery.signals import task_unknown, worker_init, worker_shutdown
 
 from ..types import WorkflowStatusString
 from .chains import DURABLE_HEADER
@@ -47,12 +47,17 @@ class DurableHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
         if self.tref is not None:
             self.tref.cancel()
             self.tref = None
-        durable = _durable_of(worker.app)
-        if durable is not None and durable.worker_executor_id is not None:
-            try:
-                durable.runtime.store.stop_executor(durable.worker_executor_id)
-            except Exception as exc:  # shutdown goes on; the sweep finds the work by timeout
-                log.warning("could not mark durable executor stopped: %s", exc)
+
+
+def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
+    """After the pool drained: mark this executor gone, so what it left is recovered at once."""
+    durable = _durable_of(getattr(sender, "app", None))
+    if durable is None or durable.worker_executor_id is None:
+        return
+    try:
+        durable.runtime.store.stop_executor(durable.worker_executor_id)
+    except Exception as exc:  # shutdown goes on; the sweep finds the work by timeout
+        log.warning("could not mark durable executor stopped: %s", exc)
 
 
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
@@ -85,4 +90,7 @@ def _on_task_unknown(
 def connect_signals() -> None:
     """Connect the module-level handlers once; each looks up the app's Durable."""
     worker_init.connect(_on_worker_init, weak=False, dispatch_uid="celery_durable.worker_init")
+    worker_shutdown.connect(
+        _on_worker_shutdown, weak=False, dispatch_uid="celery_durable.worker_shutdown"
+    )
     task_unknown.connect(_on_task_unknown, weak=False, dispatch_uid="celery_durable.task_unknown")

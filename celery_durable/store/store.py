@@ -18,6 +18,7 @@ from ..types import (
 from .base import StoreBase
 from .chains import ChainQueries
 from .engine import is_serialization_failure, is_transient, with_retries
+from .recovery import RecoveryQueries
 from .tables import executors, step_errors, steps, workflows
 
 T = TypeVar("T")
@@ -28,7 +29,7 @@ class _AlreadyRecorded(Exception):
     """Raised inside a transaction step whose checkpoint exists: roll the user's work back."""
 
 
-class Store(ChainQueries, StoreBase):
+class Store(RecoveryQueries, ChainQueries, StoreBase):
     """Narrow data access for the runtime; knows nothing of Celery."""
 
     # workflows ----------------------------------------------------------
@@ -193,6 +194,55 @@ class Store(ChainQueries, StoreBase):
             conn.execute(delete(workflows).where(workflows.c.workflow_id == workflow_id))
 
         self._write("delete_workflow", run)
+
+    def fork_workflow(self, source_id: str, new_id: str, start_step: int) -> None:
+        """Copy a workflow under ``new_id`` (ENQUEUED) keeping its steps before ``start_step``.
+
+        Chain steps from ``start_step`` on are copied as PENDING with fresh task ids.
+        """
+        import uuid
+
+        def run(conn: Connection) -> None:
+            src = (
+                conn.execute(select(workflows).where(workflows.c.workflow_id == source_id))
+                .mappings()
+                .one()
+            )
+            now = now_ms()
+            chain = src["kind"] == "chain"
+            conn.execute(
+                workflows.insert().values(
+                    {
+                        **src,
+                        "workflow_id": new_id,
+                        "status": S.ENQUEUED,
+                        "output": None,
+                        "error": None,
+                        "executor_id": None,
+                        "recovery_attempts": 0,
+                        # > 0 makes the first run of a code workflow replay the copied steps
+                        "run_count": 0 if chain else 1,
+                        "deadline_ms": None,
+                        "wake_at_ms": None,
+                        "created_at_ms": now,
+                        "updated_at_ms": now,
+                        "started_at_ms": None,
+                        "completed_at_ms": None,
+                    }
+                )
+            )
+            for row in conn.execute(select(steps).where(steps.c.workflow_id == source_id)):
+                values = {**row._mapping, "workflow_id": new_id, "executor_id": None}
+                if values["step_id"] >= start_step:
+                    if not chain:
+                        continue
+                    values.update(
+                        status="PENDING", output=None, error=None, attempts=0, due_at_ms=None,
+                        started_at_ms=None, completed_at_ms=None, task_id=str(uuid.uuid4()),
+                    )  # fmt: skip
+                conn.execute(steps.insert().values(values))
+
+        self._write("fork_workflow", run)
 
     def list_workflows(
         self,

@@ -70,6 +70,7 @@ steps = Table(
     Column("executor_id", String(64)),
     Column("due_at_ms", BigInteger),
     ForeignKeyConstraint(["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"),
+    Index("ix_durable_steps_task_id", "task_id"),
     Index(
         "ix_durable_steps_open",
         "status",

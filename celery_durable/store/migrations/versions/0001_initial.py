@@ -75,6 +75,7 @@ def upgrade() -> None:
         postgresql_where=OPEN_STEP,
         sqlite_where=OPEN_STEP,
     )
+    op.create_index("ix_durable_steps_task_id", "durable_steps", ["task_id"])
     op.create_table(
         "durable_step_errors",
         sa.Column("workflow_id", sa.String(255), primary_key=True),
@@ -101,6 +102,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("durable_executors")
     op.drop_table("durable_step_errors")
+    op.drop_index("ix_durable_steps_task_id", "durable_steps")
     op.drop_index("ix_durable_steps_open", "durable_steps")
     op.drop_table("durable_steps")
     op.drop_index("ix_durable_workflows_created", "durable_workflows")
