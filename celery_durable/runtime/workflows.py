@@ -109,19 +109,20 @@ def execute(
     if record is None:
         current = runtime.store.get_workflow(workflow_id)
         return Outcome("skipped", record=current)
-    args, kwargs = decode_inputs(runtime, record)
-    replay = runtime.store.load_steps(workflow_id) if record.run_count > 1 else {}
     ctx = WorkflowContext(
         workflow_id=workflow_id,
         name=record.name,
         executor_id=executor_id,
-        replay=replay,
         deadline_ms=record.deadline_ms,
         can_suspend=can_suspend,
     )
     token = workflow_context.set(ctx)
     try:
         try:
+            # a corrupted row ends the workflow ERROR here instead of failing every delivery
+            args, kwargs = decode_inputs(runtime, record)
+            if record.run_count > 1:
+                ctx.replay = runtime.store.load_steps(workflow_id)
             if ctx.deadline_ms is not None and now_ms() > ctx.deadline_ms:
                 raise WorkflowTimeoutError(workflow_id)
             value = fn(*args, **kwargs)

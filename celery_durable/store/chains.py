@@ -79,7 +79,13 @@ class ChainQueries(StoreBase):
                 started_at_ms=func.coalesce(steps.c.started_at_ms, now),
                 due_at_ms=None,
             )
-            .returning(*steps.c)
+            .returning(
+                *steps.c,
+                select(workflows.c.status)
+                .where(workflows.c.workflow_id == workflow_id)
+                .scalar_subquery()
+                .label("workflow_status"),
+            )
         )
         mark_running = (
             update(workflows)
@@ -95,8 +101,10 @@ class ChainQueries(StoreBase):
             row = conn.execute(claim).mappings().first()
             if row is None:
                 return None
-            conn.execute(mark_running)
-            return StepRecord(**row)
+            values = dict(row)
+            if values.pop("workflow_status") == S.ENQUEUED:  # first step, or after recovery
+                conn.execute(mark_running)
+            return StepRecord(**values)
 
         return self._write("claim_chain_step", run)
 

@@ -1,0 +1,70 @@
+"""The benchmark's Celery app: plain tasks, durable steps and a durable workflow.
+
+Every process counts the SQL statements and commits it sends (SQLAlchemy engine events)
+and writes them to $BENCH_STATS_DIR/<pid>.json when it shuts down.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_shutdown, worker_shutdown
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from celery_durable import Durable
+
+COUNTS = {"statements": 0, "commits": 0}
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _count_statement(*_: Any) -> None:
+    COUNTS["statements"] += 1
+
+
+@event.listens_for(Engine, "commit")
+def _count_commit(*_: Any) -> None:
+    COUNTS["commits"] += 1
+
+
+def dump_counts(*_: Any, **__: Any) -> None:
+    folder = os.environ.get("BENCH_STATS_DIR")
+    if folder:
+        Path(folder, f"{os.getpid()}.json").write_text(json.dumps(COUNTS))
+
+
+worker_process_shutdown.connect(dump_counts, weak=False)
+worker_shutdown.connect(dump_counts, weak=False)
+atexit.register(dump_counts)
+
+app = Celery("bench")
+app.conf.broker_url = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/2")
+app.conf.result_backend = os.environ.get("BENCH_BACKEND", "redis://127.0.0.1:6379/3")
+app.conf.task_default_queue = os.environ.get("BENCH_QUEUE", "bench")
+app.conf.worker_hijack_root_logger = False
+app.conf.broker_connection_retry_on_startup = True
+app.conf.durable_database_url = os.environ.get("BENCH_DB_URL")
+app.conf.durable_recovery_interval = float(os.environ.get("BENCH_RECOVERY_INTERVAL", "0"))
+durable = Durable(app)
+
+
+@app.task(name="bench.inc")
+def inc(x: int) -> int:
+    return x + 1
+
+
+@durable.step(name="bench.dinc")
+def dinc(x: int) -> int:
+    return x + 1
+
+
+@durable.workflow(name="bench.wf10")
+def wf10(x: int) -> int:
+    for _ in range(10):
+        x = dinc(x)
+    return x

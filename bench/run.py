@@ -1,0 +1,272 @@
+"""Throughput of durable chains and workflows against plain Celery (and DBOS), side by side.
+
+    python -m bench.run                 # 200 chains/workflows of 10 steps, 3 interleaved rounds
+    python -m bench.run --smoke         # 5 of each, 1 round: checks every mode still works
+
+Needs Postgres on 127.0.0.1:5432 and Redis on 127.0.0.1:6379. Prints a table and one
+``BENCH {json}`` line per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_URL = os.environ.get(
+    "BENCH_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+STEPS = 10
+
+
+def recreate_database(name: str) -> str:
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def postgres_cpu() -> float:
+    total = 0.0
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] and proc.info["name"].startswith("postgres"):
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+    return total
+
+
+def tree_cpu(pid: int) -> float:
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def read_counts(folder: Path) -> dict[str, int]:
+    total = {"statements": 0, "commits": 0}
+    for path in folder.glob("*.json"):
+        data = json.loads(path.read_text())
+        for key in total:
+            total[key] += int(data.get(key, 0))
+        path.unlink()
+    return total
+
+
+class Worker:
+    """One `celery worker --pool=prefork --concurrency=2` for a measured run."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "bench.app", "worker", "-P", "prefork",
+            "-c", "2", "-l", "warning", "-Q", env["BENCH_QUEUE"],
+            "--without-mingle", "--without-gossip", "--without-heartbeat",
+        ]  # fmt: skip
+        self.log = log
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        time.sleep(1.0)
+        deadline = time.monotonic() + 30
+        while len(psutil.Process(self.proc.pid).children()) < 2:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"bench worker did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+        time.sleep(1.0)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def measure(
+    mode: str, n: int, env: dict[str, str], stats: Path, logs: Path, run: Callable[[], None]
+) -> dict[str, Any]:
+    worker = Worker(env, logs / f"{mode}.log")
+    read_counts(stats)  # forget start-up statements (migrations, executor registration)
+    import bench.app as bench_app
+
+    client_before = dict(bench_app.COUNTS)
+    pg0, w0, c0 = postgres_cpu(), tree_cpu(worker.proc.pid), time.process_time()
+    t0 = time.perf_counter()
+    run()
+    wall = time.perf_counter() - t0
+    cpu = (time.process_time() - c0) + (tree_cpu(worker.proc.pid) - w0) + (postgres_cpu() - pg0)
+    worker.stop()
+    counts = read_counts(stats)
+    for key in counts:
+        counts[key] += bench_app.COUNTS[key] - client_before[key]
+    steps = n * STEPS
+    return {
+        "mode": mode,
+        "wall_s": wall,
+        "workflows_per_s": n / wall,
+        "steps_per_s": steps / wall,
+        "cpu_ms_per_step": cpu * 1000 / steps,
+        "statements_per_step": counts["statements"] / steps,
+        "transactions_per_step": counts["commits"] / steps,
+    }
+
+
+def run_dbos(n: int, url: str) -> dict[str, Any] | None:
+    try:
+        import dbos  # noqa: F401
+    except ImportError:
+        print("dbos is not installed (pip install -e '.[bench]'): skipping the DBOS row")
+        return None
+    pg0 = postgres_cpu()
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.dbos_mode", str(n), url],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"DBOS mode failed:\n{out.stdout}\n{out.stderr}")
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    steps = n * STEPS
+    cpu = data["cpu_client"] + (postgres_cpu() - pg0)
+    return {
+        "mode": "dbos",
+        "wall_s": data["wall"],
+        "workflows_per_s": n / data["wall"],
+        "steps_per_s": steps / data["wall"],
+        "cpu_ms_per_step": cpu * 1000 / steps,
+        "statements_per_step": data["statements"] / steps,
+        "transactions_per_step": data["commits"] / steps,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=200, help="chains/workflows per mode")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions")
+    parser.add_argument("--smoke", action="store_true", help="5 of each, one round")
+    parser.add_argument("--no-dbos", action="store_true")
+    args = parser.parse_args()
+    n, rounds = (5, 1) if args.smoke else (args.n, args.rounds)
+
+    db_url = recreate_database("durable_bench")
+    stats = Path(tempfile.mkdtemp(prefix="bench-stats-"))
+    logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    os.environ.update({"BENCH_DB_URL": db_url, "BENCH_QUEUE": queue, "BENCH_STATS_DIR": str(stats)})
+    env = dict(os.environ)
+    from celery import chain
+
+    from bench.app import dinc, durable, inc, wf10
+
+    durable.migrate()
+
+    def plain() -> None:
+        results = [
+            chain(inc.s(0), *[inc.s() for _ in range(STEPS - 1)]).apply_async() for _ in range(n)
+        ]
+        assert [r.get(timeout=300) for r in results] == [STEPS] * n
+
+    def durable_chain() -> None:
+        handles = [
+            durable.chain(dinc.s(0), *[dinc.s() for _ in range(STEPS - 1)]).start()
+            for _ in range(n)
+        ]
+        assert [h.get_result(timeout=300) for h in handles] == [STEPS] * n
+
+    def durable_workflow() -> None:
+        handles = [durable.start_workflow(wf10, 0) for _ in range(n)]
+        assert [h.get_result(timeout=300) for h in handles] == [STEPS] * n
+
+    modes = {"plain": plain, "durable_chain": durable_chain, "durable_workflow": durable_workflow}
+    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in [*modes, "dbos"]}
+    dbos_url = None if args.no_dbos else recreate_database("durable_bench_dbos")
+    for _ in range(rounds):
+        for mode, fn in modes.items():
+            rows[mode].append(measure(mode, n, env, stats, logs, fn))
+        if dbos_url is not None:
+            row = run_dbos(n, dbos_url)
+            if row is None:
+                dbos_url = None
+            else:
+                rows["dbos"].append(row)
+
+    table = [median_row(r) for r in rows.values() if r]
+    plain_rate = next(r["steps_per_s"] for r in table if r["mode"] == "plain")
+    for row in table:
+        row["ratio_to_plain"] = row["steps_per_s"] / plain_rate
+    print_table(table, n, rounds)
+    return 0
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"mode": rows[0]["mode"]}
+    for key in rows[0]:
+        if key != "mode":
+            out[key] = statistics.median(r[key] for r in rows)
+    return out
+
+
+def print_table(table: list[dict[str, Any]], n: int, rounds: int) -> None:
+    cols = [
+        ("mode", "{:<17}"), ("wall_s", "{:>8.2f}"), ("workflows_per_s", "{:>12.1f}"),
+        ("steps_per_s", "{:>10.1f}"), ("cpu_ms_per_step", "{:>11.2f}"),
+        ("statements_per_step", "{:>10.2f}"), ("transactions_per_step", "{:>9.2f}"),
+        ("ratio_to_plain", "{:>8.2f}"),
+    ]  # fmt: skip
+    heads = [
+        "mode",
+        "wall s",
+        "workflows/s",
+        "steps/s",
+        "CPU ms/step",
+        "stmts/step",
+        "tx/step",
+        "ratio",
+    ]
+    print(f"\n{n} chains/workflows x {STEPS} steps, median of {rounds} interleaved rounds")
+    widths = [len(fmt.format(0 if k != "mode" else "x")) for k, fmt in cols]
+    print(
+        " ".join(
+            h.rjust(w) if i else h.ljust(w)
+            for i, (h, w) in enumerate(zip(heads, widths, strict=True))
+        )
+    )
+    for row in table:
+        print(" ".join(fmt.format(row[k]) for k, fmt in cols))
+    for row in table:
+        print(
+            "BENCH "
+            + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
