@@ -23,8 +23,11 @@ COUNTS = {"statements": 0, "commits": 0}
 
 
 @event.listens_for(Engine, "before_cursor_execute")
-def _count_statement(*_: Any) -> None:
+def _count_statement(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
     COUNTS["statements"] += 1
+    autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+    if autocommit and statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+        COUNTS["commits"] += 1  # a write outside a transaction is a transaction of its own
 
 
 @event.listens_for(Engine, "commit")

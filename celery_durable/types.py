@@ -84,6 +84,7 @@ class StepRecord:
     signature: str | None = None
     task_id: str | None = None
     executor_id: str | None = None
+    lease_id: str | None = None
     due_at_ms: int | None = None
     attempt_errors: tuple[str, ...] = ()
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Task, chain, signature
 from celery.canvas import Signature
 from celery.exceptions import Ignore
+from kombu.entity import Queue
 
 from ..runtime.chains import ChainStepSpec, open_step, record_chain, run_chain_step
 from ..runtime.options import current_timeout, take_workflow_id
@@ -145,8 +146,13 @@ def run_step_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any) 
     raise Ignore()
 
 
-def publish_open_step(durable: Durable, workflow_id: str) -> bool:
-    """Send the first unfinished step of a recorded chain again, built from the store alone."""
+def publish_open_step(durable: Durable, workflow_id: str, *, release: bool = False) -> bool:
+    """Send the first unfinished step of a recorded chain again, built from the store alone.
+
+    A step leased by a live worker keeps its lease (the new message backs off) unless
+    ``release`` is set (an explicit resume). Every link keeps its recorded task id, so the
+    AsyncResults Celery handed out at start still resolve.
+    """
     found = open_step(durable.runtime, workflow_id)
     if found is None:
         return False
@@ -157,11 +163,15 @@ def publish_open_step(durable: Durable, workflow_id: str) -> bool:
     if step.step_id > 0 and not stored.get("immutable"):
         args = [prev_output, *args]
     links = []
-    for offset, data in enumerate(rest, start=step.step_id + 1):
+    for offset, (data, task_id) in enumerate(rest, start=step.step_id + 1):
         sig = signature(data, app=durable.app)
         sig.options["headers"] = durable_headers(workflow_id, offset)
+        if task_id:
+            sig.options["task_id"] = task_id
         links.append(sig)
-    durable.runtime.store.release_step(workflow_id, step.step_id, {})
+    if release:
+        durable.runtime.store.release_step(workflow_id, step.step_id, {})
+    options["declare"] = declare_for(durable.app, stored["task"], options)
     durable.app.send_task(
         stored["task"], args, stored.get("kwargs") or {},
         task_id=step.task_id, root_id=workflow_id,
@@ -169,6 +179,20 @@ def publish_open_step(durable: Durable, workflow_id: str) -> bool:
         headers=durable_headers(workflow_id, step.step_id), **options,
     )  # fmt: skip
     return True
+
+
+def declare_for(app: Any, name: str, options: dict[str, Any]) -> list[Queue]:
+    """The queue a publish goes to, so it is declared again (Redis may have lost its binding)."""
+    queue = options.get("queue")
+    if queue is None:
+        route = app.amqp.router.route(dict(options), name, (), {})
+        queue = route.get("queue")
+    if isinstance(queue, Queue):
+        return [queue]
+    if isinstance(queue, str):
+        known = app.amqp.queues
+        return [known[queue] if queue in known else Queue(queue)]  # type: ignore[no-untyped-call]
+    return []
 
 
 class DurableChain:

@@ -194,8 +194,13 @@ class Durable:
         return WorkflowHandle(self.runtime, result.id)
 
     def retrieve_workflow(self, workflow_id: str) -> WorkflowHandle:
+        """A handle by workflow id, or by the task id of any link of a durable chain
+        (``chain(...).apply_async().id`` is the last link's)."""
         if self.store.get_workflow(workflow_id) is None:
-            raise NonExistentWorkflow(workflow_id)
+            step = self.store.find_step_by_task_id(workflow_id)
+            if step is None:
+                raise NonExistentWorkflow(workflow_id)
+            workflow_id = step.workflow_id
         return WorkflowHandle(self.runtime, workflow_id)
 
     def get_workflow_status(self, workflow_id: str) -> WorkflowStatus | None:
@@ -239,7 +244,10 @@ class Durable:
         if (record.status in ACTIVE_STATUSES or reset) and self.store.reenqueue_workflow(
             workflow_id, reset_attempts=reset
         ):
-            self.publish_existing(workflow_id)
+            if record.kind == "chain":
+                publish_open_step(self, workflow_id, release=True)
+            else:
+                self.publish_existing(workflow_id)
             workflow_recovered.send(
                 sender=self, workflow_id=workflow_id, recovery_attempts=record.recovery_attempts + 1
             )

@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import WorkerLostError
 from celery.signals import task_failure
-from kombu.entity import Queue
 
 from ..runtime.recovery import RecoveryReport, recover_now, sweep
 from ..store.recovery import DEAD_LETTERED
 from ..types import WorkflowRecord
-from .chains import DURABLE_HEADER, durable_headers, publish_open_step
+from .chains import DURABLE_HEADER, declare_for, durable_headers, publish_open_step
 from .signals import workflow_dead_lettered, workflow_recovered
 
 if TYPE_CHECKING:
@@ -20,19 +19,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("celery_durable.recovery")
 SWEEP_TASK = "celery_durable.recover"
-
-
-def declare_for(app: Any, name: str, options: dict[str, Any]) -> list[Queue]:
-    """The queue a publish goes to, so it is declared again (Redis may have lost its binding)."""
-    queue = options.get("queue")
-    if queue is None:
-        route = app.amqp.router.route(dict(options), name, (), {})
-        queue = route.get("queue")
-    if isinstance(queue, Queue):
-        return [queue]
-    if isinstance(queue, str):
-        return [app.amqp.queues[queue] if queue in app.amqp.queues else Queue(queue)]  # type: ignore[no-untyped-call]
-    return []
 
 
 def publish_workflow(durable: Durable, workflow_id: str, countdown: float | None = None) -> None:

@@ -113,6 +113,7 @@ def run_chain_step(
     if claimed is None:
         return _unclaimed(runtime, workflow_id, step_id)
     attempt = claimed.attempts
+    lease = claimed.lease_id or ""
     ser = runtime.serializer
     ctx = WorkflowContext(workflow_id, name, executor_id, in_step=True)
     tokens = (
@@ -129,10 +130,10 @@ def run_chain_step(
             value = fn(*args, **kwargs)
             output = ser.dumps(value, what=f"the output of step {name!r}")
             committed = runtime.store.finish_chain_step(
-                workflow_id, step_id, executor_id, output, attempt + 1, last
+                workflow_id, step_id, lease, output, attempt + 1, last
             )
     except Exception as exc:
-        return _failed(runtime, claimed, executor_id, policy, attempt, exc)
+        return _failed(runtime, claimed, lease, policy, attempt, exc)
     finally:
         step_name.reset(tokens[2])
         step_status.reset(tokens[1])
@@ -152,7 +153,7 @@ def _run_transaction(
     last: bool,
     isolation_level: str | None,
 ) -> tuple[bool, Any]:
-    executor_id = runtime.executor_id()
+    lease = claimed.lease_id or ""
 
     def body(session: Any) -> Any:
         token = sql_session.set(session)
@@ -164,7 +165,7 @@ def _run_transaction(
     def finish(conn: Any, value: Any) -> bool:
         output = runtime.serializer.dumps(value, what=f"the output of step {claimed.name!r}")
         return runtime.store.complete_chain_step(
-            conn, claimed.workflow_id, claimed.step_id, executor_id, output, attempt + 1, last
+            conn, claimed.workflow_id, claimed.step_id, lease, output, attempt + 1, last
         )
 
     return runtime.store.run_transaction_step(body, finish, isolation_level)
@@ -183,7 +184,7 @@ def _unclaimed(runtime: Runtime, workflow_id: str, step_id: int) -> ChainOutcome
 def _failed(
     runtime: Runtime,
     claimed: StepRecord,
-    executor_id: str,
+    lease: str,
     policy: RetryPolicy,
     attempt: int,
     exc: Exception,
@@ -194,7 +195,7 @@ def _failed(
     if policy.should_retry(exc, attempt):
         delay = policy.delay(attempt + 1)
         due = now_ms() + int(delay * 1000)
-        if runtime.store.retry_chain_step(wid, sid, executor_id, attempt, name, attempt_error, due):
+        if runtime.store.retry_chain_step(wid, sid, lease, attempt, name, attempt_error, due):
             return ChainOutcome("retry", error=exc, delay=delay)
         return _unclaimed(runtime, wid, sid)
     final: Exception = exc
@@ -203,15 +204,16 @@ def _failed(
         earlier = [ser.loads_exception(e) for e in (stored.attempt_errors if stored else ())]
         final = MaxStepRetriesExceeded(name, policy.retries, [*earlier[:attempt], exc])
     ser_final = ser.dumps_exception(final)
-    if runtime.store.fail_chain_step(
-        wid, sid, executor_id, attempt, name, attempt_error, ser_final
-    ):
+    if runtime.store.fail_chain_step(wid, sid, lease, attempt, name, attempt_error, ser_final):
         return ChainOutcome("error", error=final)
     return _unclaimed(runtime, wid, sid)
 
 
-def open_step(runtime: Runtime, workflow_id: str) -> tuple[StepRecord, Any, list[Any]] | None:
-    """The first unfinished step, the output of the one before it, and the later signatures."""
+def open_step(
+    runtime: Runtime, workflow_id: str
+) -> tuple[StepRecord, Any, list[tuple[Any, str | None]]] | None:
+    """The first unfinished step, the output of the one before it, and the later
+    signatures with their recorded task ids."""
     found = runtime.store.first_open_step(workflow_id)
     if found is None:
         return None
@@ -219,5 +221,7 @@ def open_step(runtime: Runtime, workflow_id: str) -> tuple[StepRecord, Any, list
     ser = runtime.serializer
     prev_output = ser.loads(previous.output) if previous is not None else None
     later = runtime.store.load_steps(workflow_id)
-    rest = [ser.loads(later[i].signature) for i in sorted(later) if i > step.step_id]
+    rest = [
+        (ser.loads(later[i].signature), later[i].task_id) for i in sorted(later) if i > step.step_id
+    ]
     return step, prev_output, rest

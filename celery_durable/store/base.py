@@ -64,9 +64,16 @@ class StoreBase:
 
         return with_retries(attempt, timeout=self.retry_timeout, what=what)
 
+    def _write1(self, what: str, fn: Callable[[Connection], T]) -> T:
+        """A write that is one statement (or idempotent ones): autocommit, one round trip."""
+        return self._read(what, fn)
+
     def _read(self, what: str, fn: Callable[[Connection], T]) -> T:
+        """Autocommit: no BEGIN/ROLLBACK round trips around single statements."""
+
         def attempt() -> T:
             with self.engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 return fn(conn)
 
         return with_retries(attempt, timeout=self.retry_timeout, what=what)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,6 +77,7 @@ class ChainQueries(StoreBase):
             .values(
                 status="RUNNING",
                 executor_id=executor_id,
+                lease_id=uuid.uuid4().hex,
                 started_at_ms=func.coalesce(steps.c.started_at_ms, now),
                 due_at_ms=None,
             )
@@ -106,14 +108,14 @@ class ChainQueries(StoreBase):
                 conn.execute(mark_running)
             return StepRecord(**values)
 
-        return self._write("claim_chain_step", run)
+        return self._write1("claim_chain_step", run)
 
     def complete_chain_step(
         self,
         conn: Connection,
         workflow_id: str,
         step_id: int,
-        executor_id: str,
+        lease_id: str,
         output: str,
         attempts: int,
         last: bool,
@@ -126,7 +128,7 @@ class ChainQueries(StoreBase):
                 steps.c.workflow_id == workflow_id,
                 steps.c.step_id == step_id,
                 steps.c.status == "RUNNING",
-                steps.c.executor_id == executor_id,
+                steps.c.lease_id == lease_id,
             )
             .values(
                 status="SUCCESS",
@@ -156,15 +158,16 @@ class ChainQueries(StoreBase):
         self,
         workflow_id: str,
         step_id: int,
-        executor_id: str,
+        lease_id: str,
         output: str,
         attempts: int,
         last: bool,
     ) -> bool:
-        return self._write(
+        write = self._write if last else self._write1
+        return write(
             "finish_chain_step",
             lambda c: self.complete_chain_step(
-                c, workflow_id, step_id, executor_id, output, attempts, last
+                c, workflow_id, step_id, lease_id, output, attempts, last
             ),
         )
 
@@ -188,7 +191,7 @@ class ChainQueries(StoreBase):
         self,
         workflow_id: str,
         step_id: int,
-        executor_id: str,
+        lease_id: str,
         attempt: int,
         name: str,
         error: str,
@@ -204,10 +207,14 @@ class ChainQueries(StoreBase):
                     steps.c.workflow_id == workflow_id,
                     steps.c.step_id == step_id,
                     steps.c.status == "RUNNING",
-                    steps.c.executor_id == executor_id,
+                    steps.c.lease_id == lease_id,
                 )
                 .values(
-                    status="RETRYING", attempts=attempt + 1, executor_id=None, due_at_ms=due_at_ms
+                    status="RETRYING",
+                    attempts=attempt + 1,
+                    executor_id=None,
+                    lease_id=None,
+                    due_at_ms=due_at_ms,
                 )
             )
             return result.rowcount == 1
@@ -218,7 +225,7 @@ class ChainQueries(StoreBase):
         self,
         workflow_id: str,
         step_id: int,
-        executor_id: str,
+        lease_id: str,
         attempt: int,
         name: str,
         attempt_error: str,
@@ -235,7 +242,7 @@ class ChainQueries(StoreBase):
                     steps.c.workflow_id == workflow_id,
                     steps.c.step_id == step_id,
                     steps.c.status == "RUNNING",
-                    steps.c.executor_id == executor_id,
+                    steps.c.lease_id == lease_id,
                 )
                 .values(
                     status="ERROR",
@@ -289,6 +296,6 @@ class ChainQueries(StoreBase):
                 steps.c.step_id == step_id,
                 steps.c.status.in_(list(OPEN)),
             )
-            .values(status="PENDING", executor_id=None, **values)
+            .values(status="PENDING", executor_id=None, lease_id=None, **values)
         )
-        self._write("release_step", lambda c: c.execute(stmt))
+        self._write1("release_step", lambda c: c.execute(stmt))

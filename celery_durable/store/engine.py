@@ -68,7 +68,9 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=pool_size * 2,
-        pool_pre_ping=True,
+        # no pre-ping: it costs a round trip per checkout; a dropped connection raises an
+        # invalidation error that with_retries() retries on a fresh connection instead
+        pool_pre_ping=False,
         pool_recycle=1800,
     )
 

@@ -149,7 +149,7 @@ class RecoveryQueries(StoreBase):
             conn.execute(
                 update(steps)
                 .where(steps.c.workflow_id == record.workflow_id, steps.c.status == "RUNNING")
-                .values(status="PENDING", executor_id=None)
+                .values(status="PENDING", executor_id=None, lease_id=None)
             )
         return RECOVERED
 

@@ -42,7 +42,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
             .on_conflict_do_nothing()
             .returning(workflows.c.workflow_id)
         )
-        return self._write("insert_workflow", lambda c: c.execute(stmt).first() is not None)
+        return self._write1("insert_workflow", lambda c: c.execute(stmt).first() is not None)
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         stmt = select(workflows).where(workflows.c.workflow_id == workflow_id)
@@ -94,7 +94,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
             row = conn.execute(stmt).mappings().first()
             return WorkflowRecord(**row) if row is not None else None
 
-        return self._write("claim_workflow", run)
+        return self._write1("claim_workflow", run)
 
     def finish_workflow(
         self,
@@ -121,7 +121,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
                 completed_at_ms=now,
             )
         )
-        return self._write("finish_workflow", lambda c: c.execute(stmt).rowcount == 1)
+        return self._write1("finish_workflow", lambda c: c.execute(stmt).rowcount == 1)
 
     def set_status(
         self,
@@ -145,7 +145,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
         if status in (S.ERROR, S.CANCELLED, S.SUCCESS, S.MAX_RECOVERY_ATTEMPTS_EXCEEDED):
             values["completed_at_ms"] = now
         stmt = update(workflows).where(*cond).values(**values)
-        return self._write("set_status", lambda c: c.execute(stmt).rowcount == 1)
+        return self._write1("set_status", lambda c: c.execute(stmt).rowcount == 1)
 
     def suspend_workflow(self, workflow_id: str, executor_id: str, wake_at_ms: int) -> bool:
         """Give up ownership until ``wake_at_ms`` (a long retry wait); the row says when."""
@@ -160,7 +160,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
                 status=S.ENQUEUED, executor_id=None, wake_at_ms=wake_at_ms, updated_at_ms=now_ms()
             )
         )
-        return self._write("suspend_workflow", lambda c: c.execute(stmt).rowcount == 1)
+        return self._write1("suspend_workflow", lambda c: c.execute(stmt).rowcount == 1)
 
     def reenqueue_workflow(self, workflow_id: str, *, reset_attempts: bool = False) -> bool:
         """Mark an unfinished (or, with reset, dead-lettered/cancelled) workflow ENQUEUED again.
@@ -183,7 +183,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
                 updated_at_ms=now_ms(),
             )
         )
-        return self._write("reenqueue_workflow", lambda c: c.execute(stmt).rowcount == 1)
+        return self._write1("reenqueue_workflow", lambda c: c.execute(stmt).rowcount == 1)
 
     def delete_workflow(self, workflow_id: str) -> None:
         """Remove a workflow and its steps (used when its first publish failed)."""
@@ -310,7 +310,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
     def record_step(self, record: StepRecord) -> bool:
         """Checkpoint a finished step; False when one is already recorded (a duplicate run)."""
         stmt = self._step_insert(self.step_values(record))
-        return self._write("record_step", lambda c: c.execute(stmt).first() is not None)
+        return self._write1("record_step", lambda c: c.execute(stmt).first() is not None)
 
     def record_step_error(
         self, workflow_id: str, step_id: int, attempt: int, name: str, error: str
@@ -327,7 +327,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
             )
             .on_conflict_do_nothing()
         )
-        self._write("record_step_error", lambda c: c.execute(stmt))
+        self._write1("record_step_error", lambda c: c.execute(stmt))
 
     def insert_checkpoint(self, conn: Connection, record: StepRecord) -> bool:
         """Inside a caller's transaction: insert a step checkpoint unless one exists."""
@@ -375,7 +375,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
             index_elements=["executor_id"],
             set_={"last_heartbeat_ms": values["last_heartbeat_ms"], "status": "RUNNING"},
         )
-        self._write("register_executor", lambda c: c.execute(stmt))
+        self._write1("register_executor", lambda c: c.execute(stmt))
 
     def heartbeat(self, executor_id: str) -> None:
         """One attempt, no retry: the caller beats again on its next tick."""
@@ -384,8 +384,8 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
             .where(executors.c.executor_id == executor_id)
             .values(last_heartbeat_ms=now_ms())
         )
-        with self.engine.begin() as conn:
-            conn.execute(stmt)
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(stmt)
 
     def stop_executor(self, executor_id: str) -> None:
         """A clean shutdown: mark the executor gone and release what it owns."""
@@ -397,7 +397,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
                 .values(status="STOPPED", last_heartbeat_ms=now_ms())
             )
 
-        self._write("stop_executor", run)
+        self._write1("stop_executor", run)
 
     def get_executor(self, executor_id: str) -> ExecutorRecord | None:
         stmt = select(executors).where(executors.c.executor_id == executor_id)

@@ -68,6 +68,7 @@ steps = Table(
     Column("signature", Text),
     Column("task_id", String(255)),
     Column("executor_id", String(64)),
+    Column("lease_id", String(64)),
     Column("due_at_ms", BigInteger),
     ForeignKeyConstraint(["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"),
     Index("ix_durable_steps_task_id", "task_id"),

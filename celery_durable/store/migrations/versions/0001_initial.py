@@ -63,6 +63,7 @@ def upgrade() -> None:
         sa.Column("signature", sa.Text),
         sa.Column("task_id", sa.String(255)),
         sa.Column("executor_id", sa.String(64)),
+        sa.Column("lease_id", sa.String(64)),
         sa.Column("due_at_ms", sa.BigInteger),
         sa.ForeignKeyConstraint(
             ["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"
