@@ -1,0 +1,210 @@
+"""Values and exceptions to and from stored text: JSON by default, pickle on opt-in."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from celery_durable.errors import (
+    CorruptedRowError,
+    MaxStepRetriesExceeded,
+    RemoteError,
+    SerializationError,
+)
+from celery_durable.serialization import Serializer
+
+
+class PaymentDeclined(Exception):
+    """A user exception defined at module level: importable, so it comes back as itself."""
+
+
+class CodedError(Exception):
+    """Custom __init__ whose arguments are passed on to Exception."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(code, detail)
+        self.code = code
+        self.detail = detail
+
+
+class FormattedError(Exception):
+    """Custom __init__ that formats its own message (args differ from the signature)."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"[{code}] {detail}")
+        self.code = code
+
+
+class Point:
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+    def __hash__(self) -> int:
+        return hash((self.x, self.y))
+
+
+@pytest.fixture
+def ser() -> Serializer:
+    return Serializer()
+
+
+def roundtrip_exc(ser: Serializer, exc: BaseException) -> BaseException:
+    text = ser.dumps_exception(exc)
+    assert isinstance(text, str)
+    return ser.loads_exception(text)
+
+
+def assert_same_error(got: BaseException, original: BaseException) -> None:
+    assert type(got) is type(original)
+    assert str(got) == str(original)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        0,
+        -3,
+        1.5,
+        1e-300,
+        "text é ✓",
+        True,
+        [1, "a", None, [2.25]],
+        {"a": 1, "b": [1, 2], "c": {"d": None}},
+        datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
+        {"when": datetime(2030, 12, 31, 23, 59, tzinfo=UTC), "day": date(2024, 2, 29)},
+        UUID("12345678-1234-5678-1234-567812345678"),
+        Decimal("10.25"),
+    ],
+    ids=repr,
+)
+def test_json_values_round_trip(ser: Serializer, value: Any) -> None:
+    text = ser.dumps(value)
+    assert isinstance(text, str)
+    assert ser.loads(text) == value
+
+
+def test_loads_none_is_none(ser: Serializer) -> None:
+    assert ser.loads(None) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name"), [({1, 2}, "set"), (object(), "object"), (Point(1, 2), "Point")]
+)
+def test_unserializable_values_raise_a_clear_serialization_error(
+    ser: Serializer, value: Any, type_name: str
+) -> None:
+    with pytest.raises(SerializationError) as info:
+        ser.dumps(value, what="the inputs of workflow 'w'")
+    assert isinstance(info.value, TypeError)
+    message = str(info.value)
+    assert "the inputs of workflow 'w'" in message
+    assert "json" in message
+    assert type_name in message
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [ValueError("bad value"), KeyError("missing"), RuntimeError(), ZeroDivisionError("div")],
+    ids=repr,
+)
+def test_builtin_exceptions_round_trip(ser: Serializer, exc: BaseException) -> None:
+    assert_same_error(roundtrip_exc(ser, exc), exc)
+
+
+def test_module_level_custom_exception_round_trips(ser: Serializer) -> None:
+    original = PaymentDeclined("card 42 declined")
+    assert_same_error(roundtrip_exc(ser, original), original)
+
+
+def test_exception_with_custom_init_args_round_trips(ser: Serializer) -> None:
+    got = roundtrip_exc(ser, CodedError(402, "payment required"))
+    assert_same_error(got, CodedError(402, "payment required"))
+    assert isinstance(got, CodedError)
+    assert (got.code, got.detail) == (402, "payment required")
+
+
+def test_exception_that_formats_its_own_message_round_trips(ser: Serializer) -> None:
+    original = FormattedError(409, "conflict")
+    assert_same_error(roundtrip_exc(ser, original), original)
+
+
+def test_max_step_retries_exceeded_round_trips_with_its_errors(ser: Serializer) -> None:
+    errors: list[BaseException] = [ValueError("one"), PaymentDeclined("two"), KeyError("three")]
+    original = MaxStepRetriesExceeded("shop.charge", 2, errors)
+    got = roundtrip_exc(ser, original)
+    assert isinstance(got, MaxStepRetriesExceeded)
+    assert (got.step_name, got.max_retries) == ("shop.charge", 2)
+    assert str(got) == str(original)
+    assert len(got.errors) == 3
+    for back, sent in zip(got.errors, errors, strict=True):
+        assert_same_error(back, sent)
+
+
+def test_exception_class_that_cannot_be_imported_becomes_remote_error(ser: Serializer) -> None:
+    class LocalOnly(Exception):
+        pass
+
+    got = roundtrip_exc(ser, LocalOnly("only here"))
+    assert isinstance(got, RemoteError)
+    assert got.type_name.endswith("LocalOnly")
+    assert got.message == "only here"
+    assert "LocalOnly" in str(got) and "only here" in str(got)
+
+
+def test_exception_of_a_vanished_module_becomes_remote_error(ser: Serializer) -> None:
+    text = ser.dumps_exception(PaymentDeclined("gone"))
+    text = text.replace(__name__, "no_such_module_anywhere")
+    got = ser.loads_exception(text)
+    assert isinstance(got, RemoteError)
+    assert got.type_name == "no_such_module_anywhere.PaymentDeclined"
+    assert got.message == "gone"
+
+
+@pytest.mark.parametrize("text", ["{not json", "", "[1, 2", '{"a": }'])
+def test_corrupted_value_raises_corrupted_row_error(ser: Serializer, text: str) -> None:
+    with pytest.raises(CorruptedRowError) as info:
+        ser.loads(text, what="step output")
+    assert "step output" in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["{not json", "{}", '{"message": "no type"}', "???", "[1]"])
+def test_corrupted_exception_raises_corrupted_row_error(ser: Serializer, text: str) -> None:
+    with pytest.raises(CorruptedRowError):
+        ser.loads_exception(text)
+
+
+def test_pickle_serializer_round_trips_what_json_cannot() -> None:
+    pickled = Serializer("pickle")
+    value = {"points": {Point(1, 2), Point(3, 4)}, "at": datetime(2024, 5, 6, tzinfo=UTC)}
+    assert pickled.loads(pickled.dumps(value)) == value
+    with pytest.raises(SerializationError):
+        Serializer().dumps(value)
+
+
+def test_pickle_serializer_keeps_exceptions_json_would_lose() -> None:
+    pickled = Serializer("pickle")
+    got = pickled.loads_exception(pickled.dumps_exception(CodedError(7, "seven")))
+    assert isinstance(got, CodedError)
+    assert got.code == 7
+
+
+def test_pickle_serializer_still_reads_json_rows() -> None:
+    assert Serializer("pickle").loads(Serializer().dumps({"a": [1, 2]})) == {"a": [1, 2]}
+
+
+def test_pickle_corrupted_text_raises_corrupted_row_error() -> None:
+    with pytest.raises(CorruptedRowError):
+        Serializer("pickle").loads("bm90IGEgcGlja2xl")
+
+
+def test_unknown_serializer_name_is_rejected() -> None:
+    with pytest.raises(SerializationError):
+        Serializer("yaml")
