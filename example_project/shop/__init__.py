@@ -1,0 +1,1 @@
+"""An order-processing shop built on Celery and celery-durable."""
