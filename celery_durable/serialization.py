@@ -34,7 +34,7 @@ def _qualname(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def _import_class(path: str) -> type | None:
+def _import_class(path: str) -> type[BaseException] | None:
     module_name, _, qual = path.partition(":")
     try:
         obj: Any = builtins if module_name == "builtins" else importlib.import_module(module_name)
@@ -151,4 +151,10 @@ def _decode_exc(data: dict[str, Any]) -> BaseException:
             except Exception:
                 continue
             return exc
+        try:  # an __init__ that builds its own message: keep the type, restore the message
+            bare: BaseException = cls.__new__(cls)
+            bare.args = (message,)
+            return bare
+        except Exception:
+            pass
     return RemoteError(type_name.replace(":", "."), message)

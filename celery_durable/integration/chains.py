@@ -58,7 +58,7 @@ def start_chain(
     """
     links: list[Signature] = [signature(s, app=task.app) for s in options.pop("chain", None) or []]
     later = list(reversed(links))
-    first_id = task_id or str(uuid.uuid4())
+    first_id = task_id or options.get("root_id") or take_workflow_id() or str(uuid.uuid4())
     workflow_id = options.get("root_id") or first_id
     first = task.signature(args, kwargs, {**options, "task_id": first_id})
     if not all(_is_durable_step(task.app, s) for s in later):

@@ -126,6 +126,8 @@ def execute(
             if ctx.deadline_ms is not None and now_ms() > ctx.deadline_ms:
                 raise WorkflowTimeoutError(workflow_id)
             value = fn(*args, **kwargs)
+            if ctx.deadline_ms is not None and now_ms() > ctx.deadline_ms:
+                raise WorkflowTimeoutError(workflow_id)  # a timeout cancels, even at the end
         finally:
             workflow_context.reset(token)
     except SuspendWorkflow as suspend:

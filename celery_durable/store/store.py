@@ -69,7 +69,11 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
             .where(
                 workflows.c.workflow_id == workflow_id,
                 or_(
-                    workflows.c.status == S.ENQUEUED,
+                    # an early duplicate of a scheduled retry waits for its own message
+                    and_(
+                        workflows.c.status == S.ENQUEUED,
+                        or_(workflows.c.wake_at_ms.is_(None), workflows.c.wake_at_ms <= now + 50),
+                    ),
                     and_(
                         workflows.c.status == S.PENDING,
                         or_(
