@@ -18,6 +18,13 @@ from .errors import (
     WorkflowTimeoutError,
 )
 from .integration.durable import Durable
+from .integration.signals import (
+    step_checkpointed,
+    step_retries_exhausted,
+    step_retrying,
+    workflow_dead_lettered,
+    workflow_recovered,
+)
 from .policy import RetryPolicy
 from .runtime.handle import WorkflowHandle
 from .runtime.options import SetWorkflowID, SetWorkflowTimeout
@@ -51,4 +58,9 @@ __all__ = [
     "WorkflowStatusString",
     "WorkflowTimeoutError",
     "__version__",
+    "step_checkpointed",
+    "step_retries_exhausted",
+    "step_retrying",
+    "workflow_dead_lettered",
+    "workflow_recovered",
 ]

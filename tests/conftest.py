@@ -6,6 +6,7 @@ the test apps are imported, so the in-process client and every worker subprocess
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -132,10 +133,8 @@ class WorkerProcess:
         """SIGKILL the whole process group (main process and pool children)."""
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(timeout=10)
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -144,10 +143,8 @@ class WorkerProcess:
             self.kill()
             return
         self.proc.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
         self.kill()
 
     def wait_exit(self, timeout: float = 30.0) -> int:

@@ -36,7 +36,7 @@ class Durable:
 
     def __init__(self, app: Celery, database_url: str | None = None, **settings: Any) -> None:
         self.app = app
-        self._overrides = {"database_url": database_url, **settings}
+        self.overrides: dict[str, Any] = {"database_url": database_url, **settings}
         self._settings: DurableSettings | None = None
         self._runtime: Runtime | None = None
         self._migrated = False
@@ -53,7 +53,7 @@ class Durable:
     @property
     def settings(self) -> DurableSettings:
         if self._settings is None:
-            self._settings = read_settings(self.app.conf, self._overrides)
+            self._settings = read_settings(self.app.conf, self.overrides)
         return self._settings
 
     @property

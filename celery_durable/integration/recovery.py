@@ -12,6 +12,7 @@ from ..runtime.recovery import RecoveryReport, recover_now, sweep
 from ..store.recovery import DEAD_LETTERED
 from ..types import WorkflowRecord
 from .chains import DURABLE_HEADER, declare_for, durable_headers, publish_open_step
+from .settings import read_settings
 from .signals import workflow_dead_lettered, workflow_recovered
 
 if TYPE_CHECKING:
@@ -85,7 +86,8 @@ def install_sweep(durable: Durable) -> None:
         return {"recovered": len(report.recovered), "dead_lettered": len(report.dead_lettered)}
 
     def schedule(sender: Any = None, **_: Any) -> None:
-        interval = durable.settings.recovery_interval
+        # read without caching: durable_* settings set after Durable(app) still count
+        interval = read_settings(app.conf, durable.overrides).recovery_interval
         if interval:
             app.add_periodic_task(interval, recover.s(), name=SWEEP_TASK)
 

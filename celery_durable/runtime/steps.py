@@ -6,7 +6,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import MaxStepRetriesExceeded, NonDeterministicWorkflowError, WorkflowTimeoutError
+from ..errors import (
+    MaxStepRetriesExceeded,
+    NonDeterministicWorkflowError,
+    WorkflowCancelledError,
+    WorkflowTimeoutError,
+)
 from ..policy import RetryPolicy
 from ..types import StepRecord, StepStatus, now_ms
 from .context import (
@@ -153,8 +158,15 @@ def _checkpoint_output(
     )
     if runtime.store.record_step(record):
         return result
-    # another run recorded this step first: its output is the one that counts
-    stored = runtime.store.load_steps(ctx.workflow_id)[step_id]
+    return _recorded_elsewhere(runtime, ctx, step_id)
+
+
+def _recorded_elsewhere(runtime: Runtime, ctx: WorkflowContext, step_id: int) -> Any:
+    """The checkpoint was refused: another run recorded this step first (its output is the
+    one that counts), or the workflow was cancelled meanwhile."""
+    stored = runtime.store.load_steps(ctx.workflow_id).get(step_id)
+    if stored is None or stored.status not in ("SUCCESS", "ERROR"):
+        raise WorkflowCancelledError(ctx.workflow_id)
     return _stored_result(runtime, stored)
 
 
@@ -233,7 +245,7 @@ def run_transaction(
         raise
     if committed or ctx is None:
         return result
-    return _stored_result(runtime, runtime.store.load_steps(ctx.workflow_id)[step_id])
+    return _recorded_elsewhere(runtime, ctx, step_id)
 
 
 def durable_sleep(runtime: Runtime, seconds: float) -> None:
@@ -248,7 +260,7 @@ def durable_sleep(runtime: Runtime, seconds: float) -> None:
         wake_at = float(runtime.serializer.loads(record.output))
     else:
         wake_at = time.time() + seconds
-        runtime.store.record_step(
+        recorded = runtime.store.record_step(
             StepRecord(
                 workflow_id=ctx.workflow_id,
                 step_id=step_id,
@@ -260,6 +272,8 @@ def durable_sleep(runtime: Runtime, seconds: float) -> None:
                 attempts=1,
             )
         )
+        if not recorded:
+            wake_at = float(_recorded_elsewhere(runtime, ctx, step_id))
     remaining = wake_at - time.time()
     if remaining > 0:
         time.sleep(remaining)

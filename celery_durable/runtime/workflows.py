@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConflictingWorkflowError, WorkflowTimeoutError
+from ..errors import ConflictingWorkflowError, WorkflowCancelledError, WorkflowTimeoutError
 from ..types import TERMINAL_STATUSES, WorkflowRecord, WorkflowStatusString, now_ms
 from .context import SuspendWorkflow, WorkflowContext, workflow_context
 from .core import Runtime, log
@@ -134,6 +134,8 @@ def execute(
         wake_at = now_ms() + int(suspend.delay * 1000)
         runtime.store.suspend_workflow(workflow_id, executor_id, wake_at)
         return Outcome("suspended", delay=suspend.delay, record=record)
+    except WorkflowCancelledError as exc:  # cancelled while it ran: the row says so already
+        return Outcome("error", error=exc, record=record)
     except WorkflowTimeoutError as exc:
         runtime.store.set_status(
             workflow_id,

@@ -32,7 +32,10 @@ def test_crash_after_charge_then_resume_runs_only_confirmation(worker: Any, flag
     assert handle.get_status().status == S.PENDING
     assert effects(handle.workflow_id) == {"save_order": 1, "charge_payment": 1}
     steps = shop.durable.list_workflow_steps(handle.workflow_id)
-    assert [s.name for s in steps] == ["tests.apps.shop.save_order", "tests.apps.shop.charge_payment"]
+    assert [s.name for s in steps] == [
+        "tests.apps.shop.save_order",
+        "tests.apps.shop.charge_payment",
+    ]
 
     worker("tests.apps.shop", concurrency=1)
     shop.durable.resume_workflow(handle.workflow_id)

@@ -212,7 +212,8 @@ def test_list_workflows_filters_and_orders_newest_first(store: Store) -> None:
 
 # steps ----------------------------------------------------------------------
 def test_record_step_first_wins(store: Store) -> None:
-    record = workflow(store)
+    """Checkpoints land only while the workflow runs (PENDING); the first one wins."""
+    record = workflow(store, S.PENDING)
     assert store.record_step(step(record.workflow_id, 0, output='"first"'))
     assert not store.record_step(step(record.workflow_id, 0, output='"second"'))
     assert store.record_step(step(record.workflow_id, 1))
@@ -222,7 +223,7 @@ def test_record_step_first_wins(store: Store) -> None:
 
 
 def test_attempt_errors_load_in_order_and_unfinished_step_is_retrying(store: Store) -> None:
-    wid = workflow(store).workflow_id
+    wid = workflow(store, S.PENDING).workflow_id
     for attempt in (2, 0, 1):  # recorded out of order on purpose
         store.record_step_error(wid, 1, attempt, "tests.store.flaky", f'"err {attempt}"')
     store.record_step_error(wid, 1, 0, "tests.store.flaky", '"duplicate ignored"')
@@ -274,14 +275,14 @@ def run_tx(store: Store, wid: str, item_id: str, fail: bool = False) -> tuple[bo
 
 
 def test_transaction_commits_body_and_checkpoint_together(store: Store) -> None:
-    wid, item = workflow(store).workflow_id, uid("item")
+    wid, item = workflow(store, S.PENDING).workflow_id, uid("item")
     assert run_tx(store, wid, item) == (True, item)
     assert items(store, item) == 1
     assert store.load_steps(wid)[0].output == f'"{item}"'
 
 
 def test_transaction_with_duplicate_checkpoint_rolls_back_its_body(store: Store) -> None:
-    wid, first, second = workflow(store).workflow_id, uid("item"), uid("item")
+    wid, first, second = workflow(store, S.PENDING).workflow_id, uid("item"), uid("item")
     run_tx(store, wid, first)
     assert run_tx(store, wid, second) == (False, None)
     assert items(store, first, second) == 1
@@ -294,4 +295,12 @@ def test_transaction_whose_body_raises_leaves_nothing(store: Store) -> None:
     with pytest.raises(RuntimeError, match="body failed"):
         run_tx(store, wid, item, fail=True)
     assert items(store, item) == 0
+    assert store.load_steps(wid) == {}
+
+
+def test_no_checkpoint_once_the_workflow_is_not_running(store: Store) -> None:
+    """A cancelled (or not yet claimed) workflow records no further step."""
+    wid = workflow(store, S.PENDING).workflow_id
+    assert store.set_status(wid, S.CANCELLED)
+    assert not store.record_step(step(wid, 0))
     assert store.load_steps(wid) == {}
