@@ -7,12 +7,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, exists, literal, select
+from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..types import StepRecord
 from .engine import make_engine, with_retries
-from .tables import steps, workflows
+from .statements import STEP_CHECKPOINT
 
 T = TypeVar("T")
 
@@ -82,16 +82,5 @@ class StoreBase:
         return {k: v for k, v in record.__dict__.items() if k != "attempt_errors"}
 
     def _step_insert(self, values: dict[str, Any]) -> Any:
-        """INSERT of a step checkpoint that returns a row only when it was new and its
-        workflow is still running (so a cancelled workflow records no further step)."""
-        names = list(values)
-        running = exists().where(
-            workflows.c.workflow_id == values["workflow_id"], workflows.c.status == "PENDING"
-        )
-        row = select(*[literal(values[n], steps.c[n].type).label(n) for n in names]).where(running)
-        return (
-            self._insert(steps)
-            .from_select(names, row)
-            .on_conflict_do_nothing()
-            .returning(steps.c.step_id)
-        )
+        """The prebuilt step checkpoint INSERT (see statements.py) and its parameters."""
+        return STEP_CHECKPOINT[self.dialect], values

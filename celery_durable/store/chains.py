@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, func, or_, select, update
 
 from ..types import StepRecord, WorkflowRecord, WorkflowStatusString, now_ms
 from .base import StoreBase
@@ -52,60 +52,22 @@ class ChainQueries(StoreBase):
 
         Also marks an ENQUEUED workflow PENDING. Returns the leased row, or None.
         """
-        now = now_ms()
-        live = select(executors.c.executor_id).where(
-            executors.c.last_heartbeat_ms >= stale_before_ms, executors.c.status == "RUNNING"
-        )
-        workflow_active = exists().where(
-            workflows.c.workflow_id == workflow_id,
-            workflows.c.status.in_([S.ENQUEUED, S.PENDING]),
-        )
-        claim = (
-            update(steps)
-            .where(
-                steps.c.workflow_id == workflow_id,
-                steps.c.step_id == step_id,
-                or_(
-                    steps.c.status.in_(["PENDING", "RETRYING"]),
-                    and_(
-                        steps.c.status == "RUNNING",
-                        or_(steps.c.executor_id.is_(None), steps.c.executor_id.not_in(live)),
-                    ),
-                ),
-                workflow_active,
-            )
-            .values(
-                status="RUNNING",
-                executor_id=executor_id,
-                lease_id=uuid.uuid4().hex,
-                started_at_ms=func.coalesce(steps.c.started_at_ms, now),
-                due_at_ms=None,
-            )
-            .returning(
-                *steps.c,
-                select(workflows.c.status)
-                .where(workflows.c.workflow_id == workflow_id)
-                .scalar_subquery()
-                .label("workflow_status"),
-            )
-        )
-        mark_running = (
-            update(workflows)
-            .where(workflows.c.workflow_id == workflow_id, workflows.c.status == S.ENQUEUED)
-            .values(
-                status=S.PENDING,
-                started_at_ms=func.coalesce(workflows.c.started_at_ms, now),
-                updated_at_ms=now,
-            )
-        )
+        params = {
+            "wid": workflow_id,
+            "sid": step_id,
+            "executor": executor_id,
+            "lease": uuid.uuid4().hex,
+            "stale": stale_before_ms,
+            "now": now_ms(),
+        }
 
         def run(conn: Connection) -> StepRecord | None:
-            row = conn.execute(claim).mappings().first()
+            row = conn.execute(_CLAIM, params).mappings().first()
             if row is None:
                 return None
             values = dict(row)
             if values.pop("workflow_status") == S.ENQUEUED:  # first step, or after recovery
-                conn.execute(mark_running)
+                conn.execute(_MARK_RUNNING, params)
             return StepRecord(**values)
 
         return self._write1("claim_chain_step", run)
@@ -123,20 +85,15 @@ class ChainQueries(StoreBase):
         """In the caller's transaction: checkpoint the output; the last step ends the chain."""
         now = now_ms()
         done = conn.execute(
-            update(steps)
-            .where(
-                steps.c.workflow_id == workflow_id,
-                steps.c.step_id == step_id,
-                steps.c.status == "RUNNING",
-                steps.c.lease_id == lease_id,
-            )
-            .values(
-                status="SUCCESS",
-                output=output,
-                attempts=attempts,
-                executor_id=None,
-                completed_at_ms=now,
-            )
+            _COMPLETE,
+            {
+                "wid": workflow_id,
+                "sid": step_id,
+                "lease": lease_id,
+                "output": output,
+                "attempts": attempts,
+                "now": now,
+            },
         )
         if done.rowcount != 1:
             return False
@@ -299,3 +256,73 @@ class ChainQueries(StoreBase):
             .values(status="PENDING", executor_id=None, lease_id=None, **values)
         )
         self._write1("release_step", lambda c: c.execute(stmt))
+
+
+def _build_statements() -> tuple[Any, Any, Any]:
+    """The hot-path statements, built once: executing them skips statement construction."""
+    wid: Any = bindparam("wid")
+    sid: Any = bindparam("sid")
+    live = select(executors.c.executor_id).where(
+        executors.c.last_heartbeat_ms >= bindparam("stale"), executors.c.status == "RUNNING"
+    )
+    workflow_active = exists().where(
+        workflows.c.workflow_id == wid, workflows.c.status.in_([S.ENQUEUED, S.PENDING])
+    )
+    claim = (
+        update(steps)
+        .where(
+            steps.c.workflow_id == wid,
+            steps.c.step_id == sid,
+            or_(
+                steps.c.status.in_(["PENDING", "RETRYING"]),
+                and_(
+                    steps.c.status == "RUNNING",
+                    or_(steps.c.executor_id.is_(None), steps.c.executor_id.not_in(live)),
+                ),
+            ),
+            workflow_active,
+        )
+        .values(
+            status="RUNNING",
+            executor_id=bindparam("executor"),
+            lease_id=bindparam("lease"),
+            started_at_ms=func.coalesce(steps.c.started_at_ms, bindparam("now")),
+            due_at_ms=None,
+        )
+        .returning(
+            *steps.c,
+            select(workflows.c.status)
+            .where(workflows.c.workflow_id == wid)
+            .scalar_subquery()
+            .label("workflow_status"),
+        )
+    )
+    mark_running = (
+        update(workflows)
+        .where(workflows.c.workflow_id == wid, workflows.c.status == S.ENQUEUED)
+        .values(
+            status=S.PENDING,
+            started_at_ms=func.coalesce(workflows.c.started_at_ms, bindparam("now")),
+            updated_at_ms=bindparam("now"),
+        )
+    )
+    complete = (
+        update(steps)
+        .where(
+            steps.c.workflow_id == wid,
+            steps.c.step_id == sid,
+            steps.c.status == "RUNNING",
+            steps.c.lease_id == bindparam("lease"),
+        )
+        .values(
+            status="SUCCESS",
+            output=bindparam("output"),
+            attempts=bindparam("attempts"),
+            executor_id=None,
+            completed_at_ms=bindparam("now"),
+        )
+    )
+    return claim, mark_running, complete
+
+
+_CLAIM, _MARK_RUNNING, _COMPLETE = _build_statements()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.orm import Session
 
 from ..types import (
@@ -19,6 +19,7 @@ from .base import StoreBase
 from .chains import ChainQueries
 from .engine import is_serialization_failure, is_transient, with_retries
 from .recovery import RecoveryQueries
+from .statements import CLAIM_WORKFLOW, FINISH_ANY, FINISH_OWNED
 from .tables import executors, step_errors, steps, workflows
 
 T = TypeVar("T")
@@ -58,44 +59,20 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
     ) -> WorkflowRecord | None:
         """Make ``executor_id`` the owner when the workflow is ENQUEUED or its owner is gone.
 
-        Returns the updated row, or None when someone live owns it or it has ended.
+        Returns the updated row, or None when someone live owns it, it has ended, or it is
+        waiting out a scheduled retry.
         """
         now = now_ms()
-        live = select(executors.c.executor_id).where(
-            executors.c.last_heartbeat_ms >= stale_before_ms, executors.c.status == "RUNNING"
-        )
-        stmt = (
-            update(workflows)
-            .where(
-                workflows.c.workflow_id == workflow_id,
-                or_(
-                    # an early duplicate of a scheduled retry waits for its own message
-                    and_(
-                        workflows.c.status == S.ENQUEUED,
-                        or_(workflows.c.wake_at_ms.is_(None), workflows.c.wake_at_ms <= now + 50),
-                    ),
-                    and_(
-                        workflows.c.status == S.PENDING,
-                        or_(
-                            workflows.c.executor_id.is_(None),
-                            workflows.c.executor_id.not_in(live),
-                        ),
-                    ),
-                ),
-            )
-            .values(
-                status=S.PENDING,
-                executor_id=executor_id,
-                run_count=workflows.c.run_count + 1,
-                started_at_ms=func.coalesce(workflows.c.started_at_ms, now),
-                updated_at_ms=now,
-                wake_at_ms=None,
-            )
-            .returning(*workflows.c)
-        )
+        params = {
+            "wid": workflow_id,
+            "executor": executor_id,
+            "stale": stale_before_ms,
+            "now": now,
+            "soon": now + 50,
+        }
 
         def run(conn: Connection) -> WorkflowRecord | None:
-            row = conn.execute(stmt).mappings().first()
+            row = conn.execute(CLAIM_WORKFLOW, params).mappings().first()
             return WorkflowRecord(**row) if row is not None else None
 
         return self._write1("claim_workflow", run)
@@ -109,23 +86,16 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
         error: str | None = None,
     ) -> bool:
         """Record the end of a run this executor owns; False when it no longer owns it."""
-        now = now_ms()
-        cond = [workflows.c.workflow_id == workflow_id, workflows.c.status == S.PENDING]
-        if executor_id is not None:
-            cond.append(workflows.c.executor_id == executor_id)
-        stmt = (
-            update(workflows)
-            .where(*cond)
-            .values(
-                status=status,
-                output=output,
-                error=error,
-                executor_id=None,
-                updated_at_ms=now,
-                completed_at_ms=now,
-            )
-        )
-        return self._write1("finish_workflow", lambda c: c.execute(stmt).rowcount == 1)
+        params = {
+            "wid": workflow_id,
+            "executor": executor_id,
+            "status": status,
+            "output": output,
+            "error": error,
+            "now": now_ms(),
+        }
+        stmt = FINISH_ANY if executor_id is None else FINISH_OWNED
+        return self._write1("finish_workflow", lambda c: c.execute(stmt, params).rowcount == 1)
 
     def set_status(
         self,
@@ -313,8 +283,8 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
 
     def record_step(self, record: StepRecord) -> bool:
         """Checkpoint a finished step; False when one is already recorded (a duplicate run)."""
-        stmt = self._step_insert(self.step_values(record))
-        return self._write1("record_step", lambda c: c.execute(stmt).first() is not None)
+        stmt, params = self._step_insert(self.step_values(record))
+        return self._write1("record_step", lambda c: c.execute(stmt, params).first() is not None)
 
     def record_step_error(
         self, workflow_id: str, step_id: int, attempt: int, name: str, error: str
@@ -335,7 +305,8 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
 
     def insert_checkpoint(self, conn: Connection, record: StepRecord) -> bool:
         """Inside a caller's transaction: insert a step checkpoint unless one exists."""
-        return conn.execute(self._step_insert(self.step_values(record))).first() is not None
+        stmt, params = self._step_insert(self.step_values(record))
+        return conn.execute(stmt, params).first() is not None
 
     def run_transaction_step(
         self,

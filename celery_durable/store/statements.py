@@ -1,0 +1,93 @@
+"""Hot-path statements of code workflows, built once with bind parameters.
+
+Executing a prebuilt statement skips SQLAlchemy's statement construction and coercion,
+which costs more CPU than the database round trip for these one-row statements.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..types import WorkflowStatusString
+from .tables import executors, steps, workflows
+
+S = WorkflowStatusString
+STEP_COLUMNS = [c.name for c in steps.c]
+
+
+def _claim_workflow() -> Any:
+    live = select(executors.c.executor_id).where(
+        executors.c.last_heartbeat_ms >= bindparam("stale"), executors.c.status == "RUNNING"
+    )
+    return (
+        update(workflows)
+        .where(
+            workflows.c.workflow_id == bindparam("wid"),
+            or_(
+                # an early duplicate of a scheduled retry waits for its own message
+                and_(
+                    workflows.c.status == S.ENQUEUED,
+                    or_(
+                        workflows.c.wake_at_ms.is_(None),
+                        workflows.c.wake_at_ms <= bindparam("soon"),
+                    ),
+                ),
+                and_(
+                    workflows.c.status == S.PENDING,
+                    or_(workflows.c.executor_id.is_(None), workflows.c.executor_id.not_in(live)),
+                ),
+            ),
+        )
+        .values(
+            status=S.PENDING,
+            executor_id=bindparam("executor"),
+            run_count=workflows.c.run_count + 1,
+            started_at_ms=func.coalesce(workflows.c.started_at_ms, bindparam("now")),
+            updated_at_ms=bindparam("now"),
+            wake_at_ms=None,
+        )
+        .returning(*workflows.c)
+    )
+
+
+def _finish_workflow(owned: bool) -> Any:
+    cond = [workflows.c.workflow_id == bindparam("wid"), workflows.c.status == S.PENDING]
+    if owned:
+        cond.append(workflows.c.executor_id == bindparam("executor"))
+    return (
+        update(workflows)
+        .where(*cond)
+        .values(
+            status=bindparam("status"),
+            output=bindparam("output"),
+            error=bindparam("error"),
+            executor_id=None,
+            updated_at_ms=bindparam("now"),
+            completed_at_ms=bindparam("now"),
+        )
+    )
+
+
+def _step_checkpoint(dialect: Any) -> Any:
+    """INSERT of a step checkpoint, only while its workflow runs (PENDING), first one wins."""
+    running = exists().where(
+        workflows.c.workflow_id == bindparam("workflow_id"), workflows.c.status == S.PENDING
+    )
+    row = select(*[bindparam(n, type_=steps.c[n].type).label(n) for n in STEP_COLUMNS]).where(
+        running
+    )
+    return (
+        dialect.insert(steps)
+        .from_select(STEP_COLUMNS, row)
+        .on_conflict_do_nothing()
+        .returning(steps.c.step_id)
+    )
+
+
+CLAIM_WORKFLOW = _claim_workflow()
+FINISH_OWNED = _finish_workflow(owned=True)
+FINISH_ANY = _finish_workflow(owned=False)
+STEP_CHECKPOINT = {"postgresql": _step_checkpoint(postgresql), "sqlite": _step_checkpoint(sqlite)}
