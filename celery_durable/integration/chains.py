@@ -13,6 +13,7 @@ from kombu.entity import Queue
 
 from ..runtime.chains import ChainStepSpec, open_step, record_chain, run_chain_step
 from ..runtime.options import current_timeout, take_workflow_id
+from ..types import now_ms
 from .signals import step_checkpointed, step_retries_exhausted, step_retrying
 
 if TYPE_CHECKING:
@@ -124,10 +125,8 @@ def run_step_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any) 
     if outcome.state == "success":
         step_checkpointed.send(sender=task, workflow_id=workflow_id, step_id=step_id)
         return outcome.value
-    if outcome.state == "done" and not last:
-        following = runtime.store.get_step(workflow_id, step_id + 1)
-        if following is not None and following.status == "PENDING":
-            return outcome.value  # the next link may never have been sent: send it again
+    if outcome.state == "done" and not last and _next_link_looks_lost(task, workflow_id, step_id):
+        return outcome.value  # Celery sends the next link again
     if outcome.state == "retry":
         step_retrying.send(
             sender=task, workflow_id=workflow_id, step_id=step_id,
@@ -144,6 +143,17 @@ def run_step_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any) 
         )
         raise outcome.error
     raise Ignore()
+
+
+def _next_link_looks_lost(task: DurableTask, workflow_id: str, step_id: int) -> bool:
+    """A finished step delivered again: was the next link never started, long enough after
+    this step's commit that its message counts as lost? (Not just queued behind others.)"""
+    store = task.durable.runtime.store
+    done, following = store.get_step(workflow_id, step_id), store.get_step(workflow_id, step_id + 1)
+    if done is None or following is None or following.status != "PENDING":
+        return False
+    waited_ms = now_ms() - (done.completed_at_ms or 0)
+    return waited_ms > task.durable.settings.enqueue_timeout * 1000
 
 
 def publish_open_step(durable: Durable, workflow_id: str, *, release: bool = False) -> bool:

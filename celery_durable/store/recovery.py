@@ -93,7 +93,7 @@ class RecoveryQueries(StoreBase):
 
         def run(conn: Connection) -> list[tuple[WorkflowRecord, str]]:
             found = [WorkflowRecord(**r) for r in conn.execute(stmt).mappings()]
-            return [(r, self._move_on(conn, r, error)) for r in found]
+            return [(r, self._move_on(conn, r, error, stale_before_ms)) for r in found]
 
         return self._write("claim_stalled", run)
 
@@ -113,11 +113,16 @@ class RecoveryQueries(StoreBase):
             if row is None:
                 return None
             record = WorkflowRecord(**row)
-            return record, self._move_on(conn, record, error)
+            return record, self._move_on(conn, record, error, None)
 
         return self._write("recover_workflow", run)
 
-    def _move_on(self, conn: Connection, record: WorkflowRecord, error: Any) -> str:
+    def _move_on(
+        self, conn: Connection, record: WorkflowRecord, error: Any, stale_before_ms: int | None
+    ) -> str:
+        """Dead-letter or re-enqueue a locked workflow. A chain step is released only if its
+        executor is gone (``stale_before_ms``), or always when that is None (its process died):
+        a step a live worker claimed since the sweep looked stays leased."""
         now = now_ms()
         limit = record.max_recovery_attempts
         where = workflows.c.workflow_id == record.workflow_id
@@ -146,11 +151,17 @@ class RecoveryQueries(StoreBase):
             )
         )
         if record.kind == "chain":
-            conn.execute(
-                update(steps)
-                .where(steps.c.workflow_id == record.workflow_id, steps.c.status == "RUNNING")
-                .values(status="PENDING", executor_id=None, lease_id=None)
+            release = update(steps).where(
+                steps.c.workflow_id == record.workflow_id, steps.c.status == "RUNNING"
             )
+            if stale_before_ms is not None:
+                release = release.where(
+                    or_(
+                        steps.c.executor_id.is_(None),
+                        steps.c.executor_id.not_in(self._live(stale_before_ms)),
+                    )
+                )
+            conn.execute(release.values(status="PENDING", executor_id=None, lease_id=None))
         return RECOVERED
 
     def cancel_expired(self, now: int, limit: int, error: Any) -> list[str]:
