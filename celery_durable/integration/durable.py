@@ -19,6 +19,7 @@ from ..runtime.recovery import RecoveryReport
 from ..runtime.steps import durable_sleep
 from ..serialization import Serializer
 from ..store import Store, normalize_url, upgrade
+from ..store.engine import with_retries
 from ..types import ACTIVE_STATUSES, StepInfo, StepStatus, WorkflowStatus, WorkflowStatusString
 from .chains import DurableChain, publish_open_step
 from .recovery import connect_recovery_signals, install_sweep, publish_workflow, run_sweep
@@ -80,7 +81,11 @@ class Durable:
                         ),
                     )
                     if s.auto_migrate and not self._migrated:
-                        upgrade(store.engine)
+                        with_retries(
+                            lambda: upgrade(store.engine),
+                            timeout=s.db_retry_timeout,
+                            what="schema migration",
+                        )
                         self._migrated = True
                     self._runtime = runtime
         return self._runtime
