@@ -22,9 +22,14 @@ log = logging.getLogger("celery_durable.recovery")
 SWEEP_TASK = "celery_durable.recover"
 
 
-def publish_workflow(durable: Durable, workflow_id: str, countdown: float | None = None) -> None:
+def publish_workflow(
+    durable: Durable,
+    workflow_id: str,
+    countdown: float | None = None,
+    record: WorkflowRecord | None = None,
+) -> None:
     """Send a recorded code workflow's message again, by task name (no local code needed)."""
-    record = durable.store.get_workflow(workflow_id)
+    record = record or durable.store.get_workflow(workflow_id)
     if record is None:
         return
     data = durable.runtime.serializer.loads(record.inputs, what="workflow inputs") or {}
@@ -43,7 +48,7 @@ def republish(durable: Durable, record: WorkflowRecord) -> None:
     if record.kind == "chain":
         publish_open_step(durable, record.workflow_id)
     else:
-        publish_workflow(durable, record.workflow_id)
+        publish_workflow(durable, record.workflow_id, record=record)
 
 
 def notifier(durable: Durable) -> Any:
@@ -87,9 +92,15 @@ def install_sweep(durable: Durable) -> None:
 
     def schedule(sender: Any = None, **_: Any) -> None:
         # read without caching: durable_* settings set after Durable(app) still count
-        interval = read_settings(app.conf, durable.overrides).recovery_interval
+        settings = read_settings(app.conf, durable.overrides)
+        interval = settings.recovery_interval
         if interval:
-            app.add_periodic_task(interval, recover.s(), name=SWEEP_TASK)
+            # a sweep queued behind a backlog for longer than its interval is stale: the
+            # next one is on its way (durable_recovery_queue keeps it out of the backlog)
+            options: dict[str, Any] = {"expires": interval}
+            if settings.recovery_queue:
+                options["queue"] = settings.recovery_queue
+            app.add_periodic_task(interval, recover.s().set(**options), name=SWEEP_TASK)
 
     if app.configured:
         schedule()

@@ -28,6 +28,7 @@ class DurableSettings(BaseModel):
     result_poll_interval: float = Field(default=0.5, gt=0)
     recovery_interval: float | None = Field(default=5.0, ge=0)
     recovery_batch_size: int = Field(default=500, ge=1)
+    recovery_queue: str | None = None
     enqueue_timeout: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")

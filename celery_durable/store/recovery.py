@@ -126,7 +126,10 @@ class RecoveryQueries(StoreBase):
         now = now_ms()
         limit = record.max_recovery_attempts
         where = workflows.c.workflow_id == record.workflow_id
-        if limit is not None and record.recovery_attempts + 1 > limit:
+        # only a workflow that had started counts a recovery attempt: re-sending a message
+        # that never started (lost, or still queued behind a backlog) must not dead-letter it
+        counts = record.started_at_ms is not None
+        if counts and limit is not None and record.recovery_attempts + 1 > limit:
             conn.execute(
                 update(workflows)
                 .where(where)
@@ -145,7 +148,7 @@ class RecoveryQueries(StoreBase):
             .values(
                 status=S.ENQUEUED,
                 executor_id=None,
-                recovery_attempts=workflows.c.recovery_attempts + 1,
+                recovery_attempts=workflows.c.recovery_attempts + int(counts),
                 wake_at_ms=None,
                 updated_at_ms=now,
             )
