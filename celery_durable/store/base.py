@@ -10,9 +10,10 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..types import StepRecord
+from ..types import StepRecord, now_ms
 from .engine import make_engine, with_retries
 from .statements import STEP_CHECKPOINT
+from .tables import step_errors
 
 T = TypeVar("T")
 
@@ -84,3 +85,20 @@ class StoreBase:
     def _step_insert(self, values: dict[str, Any]) -> Any:
         """The prebuilt step checkpoint INSERT (see statements.py) and its parameters."""
         return STEP_CHECKPOINT[self.dialect], values
+
+    def insert_attempt_error(
+        self, conn: Connection, workflow_id: str, step_id: int, attempt: int, name: str, error: str
+    ) -> None:
+        """Record one failed attempt of a step (a repeat of the same attempt is ignored)."""
+        conn.execute(
+            self._insert(step_errors)
+            .values(
+                workflow_id=workflow_id,
+                step_id=step_id,
+                attempt=attempt,
+                name=name,
+                error=error,
+                created_at_ms=now_ms(),
+            )
+            .on_conflict_do_nothing()
+        )

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, and_, bindparam, exists, func, or_, select, u
 
 from ..types import StepRecord, WorkflowRecord, WorkflowStatusString, now_ms
 from .base import StoreBase
-from .tables import executors, step_errors, steps, workflows
+from .tables import executors, steps, workflows
 
 S = WorkflowStatusString
 OPEN = ("PENDING", "RUNNING", "RETRYING")
@@ -128,21 +128,21 @@ class ChainQueries(StoreBase):
             ),
         )
 
-    def _attempt_error(
-        self, conn: Connection, workflow_id: str, step_id: int, attempt: int, name: str, error: str
-    ) -> None:
-        conn.execute(
-            self._insert(step_errors)
-            .values(
-                workflow_id=workflow_id,
-                step_id=step_id,
-                attempt=attempt,
-                name=name,
-                error=error,
-                created_at_ms=now_ms(),
+    def _end_lease(
+        self, conn: Connection, workflow_id: str, step_id: int, lease: str, **values: Any
+    ) -> bool:
+        """Update the step this delivery leased (and release it); False if it lost the lease."""
+        result = conn.execute(
+            update(steps)
+            .where(
+                steps.c.workflow_id == workflow_id,
+                steps.c.step_id == step_id,
+                steps.c.status == "RUNNING",
+                steps.c.lease_id == lease,
             )
-            .on_conflict_do_nothing()
+            .values(executor_id=None, lease_id=None, **values)
         )
+        return result.rowcount == 1
 
     def retry_chain_step(
         self,
@@ -157,24 +157,11 @@ class ChainQueries(StoreBase):
         """Record a failed attempt and release the lease until ``due_at_ms``."""
 
         def run(conn: Connection) -> bool:
-            self._attempt_error(conn, workflow_id, step_id, attempt, name, error)
-            result = conn.execute(
-                update(steps)
-                .where(
-                    steps.c.workflow_id == workflow_id,
-                    steps.c.step_id == step_id,
-                    steps.c.status == "RUNNING",
-                    steps.c.lease_id == lease_id,
-                )
-                .values(
-                    status="RETRYING",
-                    attempts=attempt + 1,
-                    executor_id=None,
-                    lease_id=None,
-                    due_at_ms=due_at_ms,
-                )
-            )
-            return result.rowcount == 1
+            self.insert_attempt_error(conn, workflow_id, step_id, attempt, name, error)
+            return self._end_lease(
+                conn, workflow_id, step_id, lease_id,
+                status="RETRYING", attempts=attempt + 1, due_at_ms=due_at_ms,
+            )  # fmt: skip
 
         return self._write("retry_chain_step", run)
 
@@ -192,24 +179,11 @@ class ChainQueries(StoreBase):
         now = now_ms()
 
         def run(conn: Connection) -> bool:
-            self._attempt_error(conn, workflow_id, step_id, attempt, name, attempt_error)
-            result = conn.execute(
-                update(steps)
-                .where(
-                    steps.c.workflow_id == workflow_id,
-                    steps.c.step_id == step_id,
-                    steps.c.status == "RUNNING",
-                    steps.c.lease_id == lease_id,
-                )
-                .values(
-                    status="ERROR",
-                    error=final_error,
-                    attempts=attempt + 1,
-                    executor_id=None,
-                    completed_at_ms=now,
-                )
-            )
-            if result.rowcount != 1:
+            self.insert_attempt_error(conn, workflow_id, step_id, attempt, name, attempt_error)
+            if not self._end_lease(
+                conn, workflow_id, step_id, lease_id,
+                status="ERROR", error=final_error, attempts=attempt + 1, completed_at_ms=now,
+            ):  # fmt: skip
                 return False
             conn.execute(
                 update(workflows)

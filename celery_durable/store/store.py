@@ -289,19 +289,10 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
     def record_step_error(
         self, workflow_id: str, step_id: int, attempt: int, name: str, error: str
     ) -> None:
-        stmt = (
-            self._insert(step_errors)
-            .values(
-                workflow_id=workflow_id,
-                step_id=step_id,
-                attempt=attempt,
-                name=name,
-                error=error,
-                created_at_ms=now_ms(),
-            )
-            .on_conflict_do_nothing()
+        self._write1(
+            "record_step_error",
+            lambda c: self.insert_attempt_error(c, workflow_id, step_id, attempt, name, error),
         )
-        self._write1("record_step_error", lambda c: c.execute(stmt))
 
     def insert_checkpoint(self, conn: Connection, record: StepRecord) -> bool:
         """Inside a caller's transaction: insert a step checkpoint unless one exists."""
