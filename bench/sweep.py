@@ -333,9 +333,13 @@ def kill_part(db_url: str, n: int, sweep_queue: bool, logs: Path) -> dict[str, A
             time.sleep(0.02)
         first.kill()
         t_kill = time.monotonic()
+        # with its own queue the sweep gets its own small worker, as deployed in production:
+        # a busy worker's pool slots and prefetched backlog would otherwise delay it
         second = Group(
-            worker_cmd("bench.recovery_app", queues, CONCURRENCY), env, logs / "worker2.log"
+            worker_cmd("bench.recovery_app", queue, CONCURRENCY), env, logs / "worker2.log"
         )
+        if own:
+            sweeper = Group(worker_cmd("bench.recovery_app", own, 1), env, logs / "sweeper.log")
         beat = Group(
             [sys.executable, "-m", "celery", "-A", "bench.recovery_app", "beat", "-l", "info",
              "-s", str(logs / "beat-schedule")],
@@ -373,6 +377,8 @@ def kill_part(db_url: str, n: int, sweep_queue: bool, logs: Path) -> dict[str, A
             raise RuntimeError(f"wrong results after recovery: {results}")
         final = poll_rows(engine)
         second.stop()
+        if own:
+            sweeper.stop()
         beat.stop()
     finally:
         forget_queue(rapp.app, queue)

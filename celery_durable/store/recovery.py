@@ -126,9 +126,9 @@ class RecoveryQueries(StoreBase):
         now = now_ms()
         limit = record.max_recovery_attempts
         where = workflows.c.workflow_id == record.workflow_id
-        # only a workflow that had started counts a recovery attempt: re-sending a message
-        # that never started (lost, or still queued behind a backlog) must not dead-letter it
-        counts = record.started_at_ms is not None
+        # only a crash counts a recovery attempt (its owner died while it ran): re-sending a
+        # message that is lost or still queued behind a backlog must not dead-letter it
+        counts = self._crashed(conn, record, stale_before_ms)
         if counts and limit is not None and record.recovery_attempts + 1 > limit:
             conn.execute(
                 update(workflows)
@@ -166,6 +166,19 @@ class RecoveryQueries(StoreBase):
                 )
             conn.execute(release.values(status="PENDING", executor_id=None, lease_id=None))
         return RECOVERED
+
+    def _crashed(self, conn: Connection, record: WorkflowRecord, stale: int | None) -> bool:
+        """Was it running under an owner that is gone? (None: its process died just now.)"""
+        if stale is None:
+            return True
+        if record.kind != "chain":
+            return record.status == S.PENDING
+        dead_step = select(steps.c.step_id).where(
+            steps.c.workflow_id == record.workflow_id,
+            steps.c.status == "RUNNING",
+            or_(steps.c.executor_id.is_(None), steps.c.executor_id.not_in(self._live(stale))),
+        )
+        return conn.execute(dead_step.limit(1)).first() is not None
 
     def cancel_expired(self, now: int, limit: int, error: Any) -> list[str]:
         """End active workflows whose deadline passed as CANCELLED."""

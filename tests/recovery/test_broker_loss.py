@@ -56,11 +56,9 @@ def test_chains_lost_with_redis_data_finish_after_the_sweep(
     ids = [h.workflow_id for h in queued + retrying]
     final = durable.list_workflows(workflow_ids=ids, limit=None)
     assert {w.status for w in final} == {S.SUCCESS}
-    # re-sending a message that never started counts no recovery attempt (a backlog must not
-    # dead-letter it); a chain that had started (its retry was pending) counts one or more
-    attempts = {w.workflow_id: w.recovery_attempts for w in final}
-    assert all(attempts[h.workflow_id] == 0 for h in queued)
-    assert all(attempts[h.workflow_id] >= 1 for h in retrying)
+    # a lost message is not a crash: re-sending it counts no recovery attempt, so a backlog
+    # or a broker restart can never dead-letter work
+    assert [w.recovery_attempts for w in final] == [0] * len(final)
     counts = ra.effect_counts(ids)
     for handle in queued:
         assert counts[handle.workflow_id] == {f"s{i}": 1 for i in range(LINKS)}
