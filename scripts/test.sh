@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Every check CI runs: creates .venv if missing, installs -e ".[dev]", then ruff, ruff format,
+# Every check CI runs: creates .venv if missing, installs -e ".[dev,bench]", then ruff, ruff format,
 # mypy and pytest (extra arguments go to pytest). The tests need Postgres on 127.0.0.1:5432
 # and Redis on 127.0.0.1:6379 (DURABLE_TEST_PG_ADMIN / DURABLE_TEST_BROKER to point elsewhere).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/venv.sh
-ensure_venv ".[dev]"
+ensure_venv ".[dev,bench]"
 
 echo "== ruff check"
 .venv/bin/ruff check .
