@@ -22,7 +22,7 @@ from ..store import Store, normalize_url, upgrade
 from ..store.engine import with_retries
 from ..types import ACTIVE_STATUSES, StepInfo, StepStatus, WorkflowStatus, WorkflowStatusString
 from .chains import DurableChain, publish_open_step
-from .recovery import connect_recovery_signals, install_sweep, publish_workflow, run_sweep
+from .recovery import connect_recovery_signals, install_sweep, republish, run_sweep
 from .settings import DurableSettings, read_settings
 from .signals import workflow_recovered
 from .tasks import DurableTask
@@ -269,10 +269,7 @@ class Durable:
         record = self.store.get_workflow(workflow_id)
         if record is None:
             raise NonExistentWorkflow(workflow_id)
-        if record.kind == "chain":
-            publish_open_step(self, workflow_id)
-        else:
-            publish_workflow(self, workflow_id, countdown)
+        republish(self, record, countdown)
 
     def recover(self) -> RecoveryReport:
         """One recovery sweep now (beat runs ``celery_durable.recover`` on a schedule)."""

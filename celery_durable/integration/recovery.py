@@ -44,11 +44,12 @@ def publish_workflow(
     )
 
 
-def republish(durable: Durable, record: WorkflowRecord) -> None:
+def republish(durable: Durable, record: WorkflowRecord, countdown: float | None = None) -> None:
+    """Send a recorded workflow again: a chain's first open step, or the workflow's message."""
     if record.kind == "chain":
         publish_open_step(durable, record.workflow_id)
     else:
-        publish_workflow(durable, record.workflow_id, record=record)
+        publish_workflow(durable, record.workflow_id, countdown, record=record)
 
 
 def notifier(durable: Durable) -> Any:

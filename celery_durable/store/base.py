@@ -28,7 +28,6 @@ class StoreBase:
         self._engine: Engine | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self.statement_count = 0
 
     # plumbing -----------------------------------------------------------
     @property

@@ -98,17 +98,7 @@ class ChainQueries(StoreBase):
         if done.rowcount != 1:
             return False
         if last:
-            conn.execute(
-                update(workflows)
-                .where(workflows.c.workflow_id == workflow_id)
-                .values(
-                    status=S.SUCCESS,
-                    output=output,
-                    executor_id=None,
-                    updated_at_ms=now,
-                    completed_at_ms=now,
-                )
-            )
+            self._end_workflow(conn, workflow_id, now, status=S.SUCCESS, output=output)
         return True
 
     def finish_chain_step(
@@ -126,6 +116,17 @@ class ChainQueries(StoreBase):
             lambda c: self.complete_chain_step(
                 c, workflow_id, step_id, lease_id, output, attempts, last
             ),
+        )
+
+    def _end_workflow(self, conn: Connection, workflow_id: str, now: int, **values: Any) -> None:
+        """The chain ends (its last step committed, or a step failed for good), if active."""
+        conn.execute(
+            update(workflows)
+            .where(
+                workflows.c.workflow_id == workflow_id,
+                workflows.c.status.in_([S.ENQUEUED, S.PENDING]),
+            )
+            .values(executor_id=None, updated_at_ms=now, completed_at_ms=now, **values)
         )
 
     def _end_lease(
@@ -185,20 +186,7 @@ class ChainQueries(StoreBase):
                 status="ERROR", error=final_error, attempts=attempt + 1, completed_at_ms=now,
             ):  # fmt: skip
                 return False
-            conn.execute(
-                update(workflows)
-                .where(
-                    workflows.c.workflow_id == workflow_id,
-                    workflows.c.status.in_([S.ENQUEUED, S.PENDING]),
-                )
-                .values(
-                    status=S.ERROR,
-                    error=final_error,
-                    executor_id=None,
-                    updated_at_ms=now,
-                    completed_at_ms=now,
-                )
-            )
+            self._end_workflow(conn, workflow_id, now, status=S.ERROR, error=final_error)
             return True
 
         return self._write("fail_chain_step", run)

@@ -10,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 
+from .tables import metadata
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 VERSION_TABLE = "durable_alembic_version"
 # pg_advisory_lock key: any fixed 64-bit number unique to this library ("durable" in ASCII).
@@ -19,6 +21,7 @@ ADVISORY_LOCK_KEY = 0x64757261626C65
 def _config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["target_metadata"] = metadata
     return cfg
 
 

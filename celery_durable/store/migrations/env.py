@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from alembic import context
 
-from celery_durable.store.tables import metadata
-
 VERSION_TABLE = "durable_alembic_version"
 
+# the store passes its connection and metadata in (see store/migrate.py)
 connection = context.config.attributes.get("connection")
+metadata = context.config.attributes.get("target_metadata")
 if connection is None:  # pragma: no cover - only when run by the alembic CLI
     from sqlalchemy import create_engine
 
