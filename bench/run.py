@@ -24,22 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from sqlalchemy import create_engine, text
 
-ROOT = Path(__file__).resolve().parent.parent
-ADMIN_URL = os.environ.get(
-    "BENCH_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+from bench.common import ROOT, recreate_database, worker_cmd
+
 STEPS = 10
-
-
-def recreate_database(name: str) -> str:
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return ADMIN_URL.rsplit("/", 1)[0] + "/" + name
 
 
 def postgres_cpu() -> float:
@@ -84,11 +72,7 @@ class Worker:
     """One `celery worker --pool=prefork --concurrency=2` for a measured run."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
-        cmd = [
-            sys.executable, "-m", "celery", "-A", "bench.app", "worker", "-P", "prefork",
-            "-c", "2", "-l", "warning", "-Q", env["BENCH_QUEUE"],
-            "--without-mingle", "--without-gossip", "--without-heartbeat",
-        ]  # fmt: skip
+        cmd = worker_cmd("bench.app", env["BENCH_QUEUE"], concurrency=2, loglevel="warning")
         self.log = log
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
