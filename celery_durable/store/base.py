@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..types import StepRecord, now_ms
 from .engine import make_engine, with_retries
+from .hot import HotPath, HotResult, HotRun
 from .statements import STEP_CHECKPOINT
 from .tables import step_errors
 
@@ -28,6 +29,14 @@ class StoreBase:
         self._engine: Engine | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._hot_engine: tuple[int, Engine] | None = None
+        postgres = self.dialect == "postgresql"
+        self.hot = HotPath(
+            self._get_hot_engine,
+            begin_sql="BEGIN" if postgres else "BEGIN IMMEDIATE",
+            # a lease lost in a server crash is harmless: the step is simply free again
+            relaxed_setup="SET synchronous_commit TO off" if postgres else None,
+        )
 
     # plumbing -----------------------------------------------------------
     @property
@@ -43,11 +52,23 @@ class StoreBase:
                     self._pid = os.getpid()
         return self._engine
 
+    def _get_hot_engine(self) -> Engine:
+        """The unpooled autocommit engine whose connections the hot path keeps per thread."""
+        current = self._hot_engine
+        if current is None or current[0] != os.getpid():
+            with self._lock:
+                current = self._hot_engine
+                if current is None or current[0] != os.getpid():
+                    current = (os.getpid(), make_engine(self.url, hot=True))
+                    self._hot_engine = current
+        return current[1]
+
     @property
     def dialect(self) -> str:
         return "postgresql" if self.url.startswith("postgresql") else "sqlite"
 
     def dispose(self) -> None:
+        self.hot.close()
         if self._engine is not None:
             self._engine.dispose(close=self._pid == os.getpid())
             self._engine = None
@@ -61,6 +82,28 @@ class StoreBase:
         def attempt() -> T:
             with self.engine.begin() as conn:
                 return fn(conn)
+
+        return with_retries(attempt, timeout=self.retry_timeout, what=what)
+
+    def _hot(
+        self, what: str, stmt: Any, params: dict[str, Any], *, relaxed: bool = False
+    ) -> HotResult:
+        """One prebuilt statement on the hot path (autocommit), retried like any write.
+
+        ``relaxed``: the commit need not reach the disk before returning (see hot.py).
+        """
+        return with_retries(
+            lambda: self.hot.execute(stmt, params, relaxed=relaxed),
+            timeout=self.retry_timeout,
+            what=what,
+        )
+
+    def _hot_tx(self, what: str, fn: Callable[[HotRun], T]) -> T:
+        """Prebuilt statements in one hot-path transaction; ``fn(run)`` runs them."""
+
+        def attempt() -> T:
+            with self.hot.transaction() as run:
+                return fn(run)
 
         return with_retries(attempt, timeout=self.retry_timeout, what=what)
 

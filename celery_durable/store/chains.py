@@ -10,6 +10,8 @@ from sqlalchemy import Connection, and_, bindparam, exists, func, or_, select, u
 
 from ..types import StepRecord, WorkflowRecord, WorkflowStatusString, now_ms
 from .base import StoreBase
+from .hot import HotRun
+from .statements import one_of
 from .tables import executors, steps, workflows
 
 S = WorkflowStatusString
@@ -50,27 +52,35 @@ class ChainQueries(StoreBase):
     ) -> StepRecord | None:
         """Lease a step to ``executor_id`` unless a live executor holds it or it has ended.
 
-        Also marks an ENQUEUED workflow PENDING. Returns the leased row, or None.
+        Also marks an ENQUEUED workflow PENDING. Returns the leased step (its name,
+        attempts so far and lease id), or None.
         """
+        lease = uuid.uuid4().hex
         params = {
             "wid": workflow_id,
             "sid": step_id,
             "executor": executor_id,
-            "lease": uuid.uuid4().hex,
+            "lease": lease,
             "stale": stale_before_ms,
             "now": now_ms(),
         }
-
-        def run(conn: Connection) -> StepRecord | None:
-            row = conn.execute(_CLAIM, params).mappings().first()
-            if row is None:
-                return None
-            values = dict(row)
-            if values.pop("workflow_status") == S.ENQUEUED:  # first step, or after recovery
-                conn.execute(_MARK_RUNNING, params)
-            return StepRecord(**values)
-
-        return self._write1("claim_chain_step", run)
+        # Relaxed commits: a lease lost in a database crash only frees the step again (its
+        # completion, a durable commit, checks the lease), and any later durable commit
+        # flushes this one to disk with it.
+        row = self._hot("claim_chain_step", _CLAIM, params, relaxed=True).first()
+        if row is None:
+            return None
+        if row["workflow_status"] == S.ENQUEUED:  # first step, or after recovery
+            self._hot("claim_chain_step", _MARK_RUNNING, params, relaxed=True)
+        return StepRecord(
+            workflow_id=workflow_id,
+            step_id=step_id,
+            name=row["name"],
+            status="RUNNING",
+            attempts=row["attempts"],
+            executor_id=executor_id,
+            lease_id=lease,
+        )
 
     def complete_chain_step(
         self,
@@ -83,22 +93,11 @@ class ChainQueries(StoreBase):
         last: bool,
     ) -> bool:
         """In the caller's transaction: checkpoint the output; the last step ends the chain."""
-        now = now_ms()
-        done = conn.execute(
-            _COMPLETE,
-            {
-                "wid": workflow_id,
-                "sid": step_id,
-                "lease": lease_id,
-                "output": output,
-                "attempts": attempts,
-                "now": now,
-            },
-        )
-        if done.rowcount != 1:
+        params = _complete_params(workflow_id, step_id, lease_id, output, attempts)
+        if conn.execute(_COMPLETE, params).rowcount != 1:
             return False
         if last:
-            self._end_workflow(conn, workflow_id, now, status=S.SUCCESS, output=output)
+            conn.execute(_END_CHAIN, {**params, "status": S.SUCCESS, "error": None})
         return True
 
     def finish_chain_step(
@@ -110,24 +109,23 @@ class ChainQueries(StoreBase):
         attempts: int,
         last: bool,
     ) -> bool:
-        write = self._write if last else self._write1
-        return write(
-            "finish_chain_step",
-            lambda c: self.complete_chain_step(
-                c, workflow_id, step_id, lease_id, output, attempts, last
-            ),
-        )
+        """Checkpoint the output under this delivery's lease (hot path); False if lost."""
+        params = _complete_params(workflow_id, step_id, lease_id, output, attempts)
+        if not last:
+            return self._hot("finish_chain_step", _COMPLETE, params).rowcount == 1
+
+        def run(execute: HotRun) -> bool:
+            if execute(_COMPLETE, params).rowcount != 1:
+                return False
+            execute(_END_CHAIN, {**params, "status": S.SUCCESS, "error": None})
+            return True
+
+        return self._hot_tx("finish_chain_step", run)
 
     def _end_workflow(self, conn: Connection, workflow_id: str, now: int, **values: Any) -> None:
         """The chain ends (its last step committed, or a step failed for good), if active."""
-        conn.execute(
-            update(workflows)
-            .where(
-                workflows.c.workflow_id == workflow_id,
-                workflows.c.status.in_([S.ENQUEUED, S.PENDING]),
-            )
-            .values(executor_id=None, updated_at_ms=now, completed_at_ms=now, **values)
-        )
+        params = {"wid": workflow_id, "now": now, "output": None, "error": None, **values}
+        conn.execute(_END_CHAIN, params)
 
     def _end_lease(
         self, conn: Connection, workflow_id: str, step_id: int, lease: str, **values: Any
@@ -220,15 +218,28 @@ class ChainQueries(StoreBase):
         self._write1("release_step", lambda c: c.execute(stmt))
 
 
-def _build_statements() -> tuple[Any, Any, Any]:
-    """The hot-path statements, built once: executing them skips statement construction."""
+def _complete_params(
+    workflow_id: str, step_id: int, lease_id: str, output: str, attempts: int
+) -> dict[str, Any]:
+    return {
+        "wid": workflow_id,
+        "sid": step_id,
+        "lease": lease_id,
+        "output": output,
+        "attempts": attempts,
+        "now": now_ms(),
+    }
+
+
+def _build_statements() -> tuple[Any, Any, Any, Any]:
+    """The hot-path statements, built once (see hot.py)."""
     wid: Any = bindparam("wid")
     sid: Any = bindparam("sid")
     live = select(executors.c.executor_id).where(
         executors.c.last_heartbeat_ms >= bindparam("stale"), executors.c.status == "RUNNING"
     )
     workflow_active = exists().where(
-        workflows.c.workflow_id == wid, workflows.c.status.in_([S.ENQUEUED, S.PENDING])
+        workflows.c.workflow_id == wid, one_of(workflows.c.status, S.ENQUEUED, S.PENDING)
     )
     claim = (
         update(steps)
@@ -236,7 +247,7 @@ def _build_statements() -> tuple[Any, Any, Any]:
             steps.c.workflow_id == wid,
             steps.c.step_id == sid,
             or_(
-                steps.c.status.in_(["PENDING", "RETRYING"]),
+                one_of(steps.c.status, "PENDING", "RETRYING"),
                 and_(
                     steps.c.status == "RUNNING",
                     or_(steps.c.executor_id.is_(None), steps.c.executor_id.not_in(live)),
@@ -252,7 +263,8 @@ def _build_statements() -> tuple[Any, Any, Any]:
             due_at_ms=None,
         )
         .returning(
-            *steps.c,
+            steps.c.name,
+            steps.c.attempts,
             select(workflows.c.status)
             .where(workflows.c.workflow_id == wid)
             .scalar_subquery()
@@ -284,7 +296,19 @@ def _build_statements() -> tuple[Any, Any, Any]:
             completed_at_ms=bindparam("now"),
         )
     )
-    return claim, mark_running, complete
+    end_chain = (
+        update(workflows)
+        .where(workflows.c.workflow_id == wid, one_of(workflows.c.status, S.ENQUEUED, S.PENDING))
+        .values(
+            status=bindparam("status"),
+            output=bindparam("output"),
+            error=bindparam("error"),
+            executor_id=None,
+            updated_at_ms=bindparam("now"),
+            completed_at_ms=bindparam("now"),
+        )
+    )
+    return claim, mark_running, complete, end_chain
 
 
-_CLAIM, _MARK_RUNNING, _COMPLETE = _build_statements()
+_CLAIM, _MARK_RUNNING, _COMPLETE, _END_CHAIN = _build_statements()

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool
 
 from ..errors import ConfigurationError, DatabaseUnavailableError
 
@@ -44,9 +45,15 @@ def normalize_url(url: str | None) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, pool_size: int = 5) -> Engine:
+def make_engine(url: str, pool_size: int = 5, *, hot: bool = False) -> Engine:
+    """The store's engine; ``hot`` makes the autocommit, unpooled one of the hot path."""
+    hot_options: dict[str, Any] = (
+        {"poolclass": NullPool, "isolation_level": "AUTOCOMMIT"} if hot else {}
+    )
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30}, pool_pre_ping=False)
+        engine = create_engine(
+            url, connect_args={"timeout": 30}, pool_pre_ping=False, **hot_options
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -59,12 +66,16 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Any) -> None:
-            if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if not hot:
+
+            @event.listens_for(engine, "begin")
+            def _begin(conn: Any) -> None:
+                if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    if hot:
+        return create_engine(url, **hot_options)
     return create_engine(
         url,
         pool_size=pool_size,

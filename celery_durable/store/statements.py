@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..types import WorkflowStatusString
@@ -16,6 +16,11 @@ from .tables import executors, steps, workflows
 
 S = WorkflowStatusString
 STEP_COLUMNS = [c.name for c in steps.c]
+
+
+def one_of(column: Any, *values: str) -> Any:
+    """``column IN (...)`` with one bind per value: the hot path cannot expand lists."""
+    return column.in_([literal(v) for v in values])
 
 
 def _claim_workflow() -> Any:

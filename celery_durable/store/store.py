@@ -71,11 +71,8 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
             "soon": now + 50,
         }
 
-        def run(conn: Connection) -> WorkflowRecord | None:
-            row = conn.execute(CLAIM_WORKFLOW, params).mappings().first()
-            return WorkflowRecord(**row) if row is not None else None
-
-        return self._write1("claim_workflow", run)
+        row = self._hot("claim_workflow", CLAIM_WORKFLOW, params).first()
+        return WorkflowRecord(**row) if row is not None else None
 
     def finish_workflow(
         self,
@@ -95,7 +92,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
             "now": now_ms(),
         }
         stmt = FINISH_ANY if executor_id is None else FINISH_OWNED
-        return self._write1("finish_workflow", lambda c: c.execute(stmt, params).rowcount == 1)
+        return self._hot("finish_workflow", stmt, params).rowcount == 1
 
     def set_status(
         self,
@@ -284,7 +281,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
     def record_step(self, record: StepRecord) -> bool:
         """Checkpoint a finished step; False when one is already recorded (a duplicate run)."""
         stmt, params = self._step_insert(self.step_values(record))
-        return self._write1("record_step", lambda c: c.execute(stmt, params).first() is not None)
+        return self._hot("record_step", stmt, params).first() is not None
 
     def record_step_error(
         self, workflow_id: str, step_id: int, attempt: int, name: str, error: str

@@ -1,0 +1,219 @@
+"""The hot path: the few statements every step runs, on one driver connection per thread.
+
+SQLAlchemy Core builds each of these statements once (statements.py, chains.py) and
+compiles it once per dialect. Executing the compiled text on the driver's connection
+skips SQLAlchemy's per-execution work: pool checkout and return, isolation-level
+handling, parameter processing and result wrapping. For these one-row statements that
+work cost about three times the database round trip (docs/design-decisions.md).
+
+Only statements whose parameters are plain strings, integers and None run here; the
+rest of the store goes through SQLAlchemy as usual. Driver errors are re-raised as
+SQLAlchemy's ``DBAPIError`` subclasses, so the store's retry policy treats both paths
+alike, and a broken connection is dropped and replaced on the next call.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A statement compiled for one dialect: its SQL text and how to bind parameters."""
+
+    sql: str
+    order: tuple[str, ...] | None  # positional dialects (SQLite): parameter order
+    defaults: Mapping[str, Any]  # literal values the statement carries (status names)
+
+    def bind(self, params: Mapping[str, Any]) -> Any:
+        values = {**self.defaults, **params}
+        if self.order is None:
+            return values
+        return tuple(values[name] for name in self.order)
+
+
+def compile_statement(stmt: Any, dialect: Any) -> Compiled:
+    compiled = stmt.compile(dialect=dialect)
+    if compiled.post_compile_params or compiled.literal_execute_params:
+        raise ValueError("a hot-path statement cannot use expanding IN lists")
+    defaults = {
+        name: bind.effective_value
+        for bind, name in compiled.bind_names.items()
+        if not bind.required
+    }
+    order = tuple(compiled.positiontup) if compiled.positional else None
+    return Compiled(compiled.string, order, defaults)
+
+
+@dataclass
+class HotResult:
+    """The rows (as tuples), column names and row count of one hot-path statement."""
+
+    rows: list[tuple[Any, ...]]
+    columns: tuple[str, ...]
+    rowcount: int
+
+    def first(self) -> dict[str, Any] | None:
+        return dict(zip(self.columns, self.rows[0], strict=True)) if self.rows else None
+
+
+HotRun = Callable[[Any, Mapping[str, Any]], HotResult]
+
+
+class HotPath:
+    """Per-thread driver connections in autocommit mode, made by ``engine``'s connect hooks.
+
+    ``engine`` is a NullPool engine in autocommit mode: each thread keeps the connections
+    it opened. A *relaxed* connection runs ``relaxed_setup`` once (on Postgres,
+    ``synchronous_commit`` off): its commits return before the WAL reaches the disk, for
+    writes whose loss in a server crash is harmless (a step's lease). A connection
+    inherited across ``fork`` is never used or closed by the child (closing it would end
+    the parent's session).
+    """
+
+    def __init__(
+        self,
+        engine: Callable[[], Engine],
+        *,
+        begin_sql: str = "BEGIN",
+        relaxed_setup: str | None = None,
+    ) -> None:
+        self._engine = engine
+        self._begin_sql = begin_sql
+        self._relaxed_setup = relaxed_setup
+        self._local = threading.local()
+        self._compiled: dict[int, Compiled] = {}
+        self._open: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._inherited: list[Any] = []  # kept referenced so they are never closed here
+        # called with each SQL text sent (BEGIN and COMMIT included): for instrumentation,
+        # as SQLAlchemy's before_cursor_execute event is for the rest of the store
+        self.on_statement: Callable[[str], None] | None = None
+
+    def compiled(self, stmt: Any) -> Compiled:
+        found = self._compiled.get(id(stmt))
+        if found is None:
+            found = compile_statement(stmt, self._engine().dialect)
+            self._compiled[id(stmt)] = found
+        return found
+
+    def _connections(self) -> dict[bool, Any]:
+        """This thread's connections by ``relaxed``, forgetting any inherited from a parent."""
+        local = self._local
+        pid = os.getpid()
+        if getattr(local, "pid", None) != pid:
+            self._inherited.extend(getattr(local, "conns", {}).values())
+            local.pid, local.conns = pid, {}
+        conns: dict[bool, Any] = local.conns
+        return conns
+
+    def _connection(self, relaxed: bool = False) -> Any:
+        conns = self._connections()
+        fairy = conns.get(relaxed)
+        if fairy is None:
+            fairy = self._engine().raw_connection()
+            if relaxed and self._relaxed_setup:
+                try:
+                    self._raw(fairy, self._relaxed_setup)
+                except BaseException:
+                    fairy.invalidate()
+                    raise
+            conns[relaxed] = fairy
+            self._open.add(fairy)
+        return fairy
+
+    def _drop(self, fairy: Any) -> None:
+        conns = self._connections()
+        for key, held in list(conns.items()):
+            if held is fairy:
+                del conns[key]
+        with suppress(Exception):  # it is broken already: forget it
+            fairy.invalidate()
+
+    def close(self) -> None:
+        """Close every connection this process opened (store disposal, shutdown)."""
+        if getattr(self._local, "pid", None) == os.getpid():
+            self._local.conns = {}
+        inherited = set(map(id, self._inherited))
+        for fairy in list(self._open):
+            self._open.discard(fairy)
+            if id(fairy) not in inherited:
+                with suppress(Exception):
+                    fairy.close()
+
+    def execute(self, stmt: Any, params: Mapping[str, Any], *, relaxed: bool = False) -> HotResult:
+        """Run one prebuilt statement as its own transaction (autocommit)."""
+        compiled = self.compiled(stmt)
+        return self._run(self._connection(relaxed), compiled, params)
+
+    @contextmanager
+    def transaction(self) -> Iterator[HotRun]:
+        """Several prebuilt statements in one transaction; yields ``run(stmt, params)``."""
+        fairy = self._connection()
+        self._raw(fairy, self._begin_sql)
+        try:
+            yield lambda stmt, params: self._run(fairy, self.compiled(stmt), params)
+        except BaseException:
+            if fairy in self._connections().values():
+                with suppress(DBAPIError):
+                    self._raw(fairy, "ROLLBACK")
+            raise
+        self._raw(fairy, "COMMIT")
+
+    def _run(self, fairy: Any, compiled: Compiled, params: Mapping[str, Any]) -> HotResult:
+        bound = compiled.bind(params)
+        if self.on_statement is not None:
+            self.on_statement(compiled.sql)
+        cursor = None
+        try:
+            cursor = fairy.dbapi_connection.cursor()
+            cursor.execute(compiled.sql, bound)
+            if cursor.description is None:
+                return HotResult([], (), cursor.rowcount)
+            rows = cursor.fetchall()
+            columns = tuple(d[0] for d in cursor.description)
+            return HotResult(rows, columns, cursor.rowcount)
+        except Exception as exc:
+            wrapped = self._wrap(exc, fairy, cursor, compiled.sql, bound)
+            if wrapped is exc:
+                raise
+            raise wrapped from exc
+        finally:
+            if cursor is not None:
+                cursor.close()
+
+    def _raw(self, fairy: Any, sql: str) -> None:
+        if self.on_statement is not None:
+            self.on_statement(sql)
+        cursor = None
+        try:
+            cursor = fairy.dbapi_connection.cursor()
+            cursor.execute(sql)
+        except Exception as exc:
+            wrapped = self._wrap(exc, fairy, cursor, sql, None)
+            if wrapped is exc:
+                raise
+            raise wrapped from exc
+        finally:
+            if cursor is not None:
+                cursor.close()
+
+    def _wrap(self, exc: Exception, fairy: Any, cursor: Any, sql: str, params: Any) -> Exception:
+        dialect = self._engine().dialect
+        dbapi = dialect.loaded_dbapi
+        if not isinstance(exc, dbapi.Error):
+            return exc
+        lost = dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)
+        if lost:
+            self._drop(fairy)
+        return DBAPIError.instance(
+            sql, params, exc, dbapi.Error, connection_invalidated=lost, dialect=dialect
+        )
