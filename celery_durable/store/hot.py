@@ -33,6 +33,7 @@ class Compiled:
     sql: str
     order: tuple[str, ...] | None  # positional dialects (SQLite): parameter order
     defaults: Mapping[str, Any]  # literal values the statement carries (status names)
+    columns: tuple[str, ...]  # the names of the rows it returns, if it returns rows
 
     def bind(self, params: Mapping[str, Any]) -> Any:
         values = {**self.defaults, **params}
@@ -51,7 +52,8 @@ def compile_statement(stmt: Any, dialect: Any) -> Compiled:
         if not bind.required
     }
     order = tuple(compiled.positiontup) if compiled.positional else None
-    return Compiled(compiled.string, order, defaults)
+    columns = tuple(c.key for c in stmt.exported_columns)
+    return Compiled(compiled.string, order, defaults, columns)
 
 
 @dataclass
@@ -119,7 +121,7 @@ class HotPath:
         conns = self._connections()
         fairy = conns.get(relaxed)
         if fairy is None:
-            fairy = self._engine().raw_connection()
+            fairy = self._open_connection()
             if relaxed and self._relaxed_setup:
                 try:
                     self._raw(fairy, self._relaxed_setup)
@@ -129,6 +131,16 @@ class HotPath:
             conns[relaxed] = fairy
             self._open.add(fairy)
         return fairy
+
+    def _open_connection(self) -> Any:
+        engine = self._engine()
+        dbapi = engine.dialect.loaded_dbapi
+        try:
+            return engine.raw_connection()
+        except dbapi.Error as exc:  # as SQLAlchemy reports a failed connect
+            raise DBAPIError.instance(
+                None, None, exc, dbapi.Error, connection_invalidated=True, dialect=engine.dialect
+            ) from exc
 
     def _drop(self, fairy: Any) -> None:
         conns = self._connections()
@@ -172,23 +184,18 @@ class HotPath:
         bound = compiled.bind(params)
         if self.on_statement is not None:
             self.on_statement(compiled.sql)
-        cursor = None
+        cursor = fairy.info.get("hot_cursor")
         try:
-            cursor = fairy.dbapi_connection.cursor()
+            if cursor is None:  # one cursor per connection, reused for every statement
+                cursor = fairy.info["hot_cursor"] = fairy.dbapi_connection.cursor()
             cursor.execute(compiled.sql, bound)
-            if cursor.description is None:
-                return HotResult([], (), cursor.rowcount)
-            rows = cursor.fetchall()
-            columns = tuple(d[0] for d in cursor.description)
-            return HotResult(rows, columns, cursor.rowcount)
+            rows = cursor.fetchall() if compiled.columns else []
+            return HotResult(rows, compiled.columns, cursor.rowcount)
         except Exception as exc:
             wrapped = self._wrap(exc, fairy, cursor, compiled.sql, bound)
             if wrapped is exc:
                 raise
             raise wrapped from exc
-        finally:
-            if cursor is not None:
-                cursor.close()
 
     def _raw(self, fairy: Any, sql: str) -> None:
         if self.on_statement is not None:

@@ -1,0 +1,138 @@
+"""The store's hot path: compiled statements on per-thread driver connections."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select, text
+
+from celery_durable.errors import DatabaseUnavailableError
+from celery_durable.store import Store, normalize_url, upgrade
+from celery_durable.store.hot import compile_statement
+from celery_durable.store.tables import steps, workflows
+from celery_durable.types import WorkflowStatusString as S
+from tests.store.test_store import step, uid, workflow
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    store = Store(normalize_url(db_url), retry_timeout=5.0)
+    upgrade(store.engine)
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[Store]:
+    store = Store(normalize_url(pg_url), retry_timeout=5.0)
+    upgrade(store.engine)
+    yield store
+    store.dispose()
+
+
+def backend_pid(store: Store, relaxed: bool = False) -> int:
+    pid: int = store.hot._connection(relaxed).dbapi_connection.info.backend_pid
+    return pid
+
+
+def test_expanding_in_lists_are_refused(store: Store) -> None:
+    stmt = select(steps.c.step_id).where(steps.c.status.in_(["PENDING", "RUNNING"]))
+    with pytest.raises(ValueError, match="expanding IN"):
+        compile_statement(stmt, store.engine.dialect)
+
+
+def test_checkpoints_go_through_the_hot_path_on_both_backends(store: Store) -> None:
+    sent: list[str] = []
+    store.hot.on_statement = sent.append
+    wf = workflow(store, status=S.PENDING)
+    assert store.record_step(step(wf.workflow_id, 0))
+    assert not store.record_step(step(wf.workflow_id, 0))  # the first checkpoint wins
+    assert len(sent) == 2 and sent[0].lstrip().upper().startswith("INSERT")
+    assert store.load_steps(wf.workflow_id)[0].output == '"out"'
+
+
+def test_each_thread_keeps_its_own_connection(pg_store: Store) -> None:
+    pids: list[int] = []
+
+    def work() -> None:
+        wf = workflow(pg_store, status=S.PENDING)
+        assert pg_store.record_step(step(wf.workflow_id, 0))
+        mine = backend_pid(pg_store)
+        assert pg_store.record_step(step(wf.workflow_id, 1))
+        assert backend_pid(pg_store) == mine  # kept, not reopened
+        pids.append(mine)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(pids)) == 3
+
+
+def test_a_killed_connection_is_replaced_and_the_write_lands(pg_store: Store) -> None:
+    wf = workflow(pg_store, status=S.PENDING)
+    assert pg_store.record_step(step(wf.workflow_id, 0))
+    killed = backend_pid(pg_store)
+    with pg_store.engine.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": killed})
+    assert pg_store.record_step(step(wf.workflow_id, 1))  # retried on a new connection
+    assert backend_pid(pg_store) != killed
+    assert sorted(pg_store.load_steps(wf.workflow_id)) == [0, 1]
+
+
+def test_leases_commit_asynchronously_and_checkpoints_do_not(pg_store: Store) -> None:
+    def setting(relaxed: bool) -> str:
+        cursor = pg_store.hot._connection(relaxed).dbapi_connection.cursor()
+        cursor.execute("SHOW synchronous_commit")
+        value: str = cursor.fetchone()[0]
+        return value
+
+    assert setting(relaxed=True) == "off"
+    assert setting(relaxed=False) == "on"
+    assert backend_pid(pg_store, relaxed=True) != backend_pid(pg_store)
+
+
+def test_a_failed_transaction_rolls_back_and_the_connection_stays_usable(store: Store) -> None:
+    wf = workflow(store, status=S.PENDING)
+    stmt = (
+        workflows.update().where(workflows.c.workflow_id == wf.workflow_id).values(status=S.SUCCESS)
+    )
+    with pytest.raises(RuntimeError), store.hot.transaction() as run:
+        assert run(stmt, {}).rowcount == 1
+        raise RuntimeError("boom")
+    got = store.get_workflow(wf.workflow_id)
+    assert got is not None and got.status == S.PENDING
+    assert store.record_step(step(wf.workflow_id, 0))  # not left inside a transaction
+
+
+def test_a_forked_child_opens_its_own_connection_and_leaves_the_parents(
+    pg_store: Store,
+) -> None:
+    wf = workflow(pg_store, status=S.PENDING)
+    assert pg_store.record_step(step(wf.workflow_id, 0))
+    parent_pid = backend_pid(pg_store)
+    child = os.fork()
+    if child == 0:  # the child: record a step, exit without closing anything shared
+        code = 0
+        try:
+            code = 0 if pg_store.record_step(step(wf.workflow_id, 1)) else 1
+            code = code or (2 if backend_pid(pg_store) == parent_pid else 0)
+            pg_store.dispose()
+        except BaseException:
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert pg_store.record_step(step(wf.workflow_id, 2))
+    assert backend_pid(pg_store) == parent_pid  # the child did not end the parent's session
+    assert sorted(pg_store.load_steps(wf.workflow_id)) == [0, 1, 2]
+
+
+def test_database_down_raises_a_clear_error() -> None:
+    store = Store(normalize_url("postgresql://postgres@127.0.0.1:1/nowhere"), retry_timeout=0.5)
+    with pytest.raises(DatabaseUnavailableError, match="record_step"):
+        store.record_step(step(uid(), 0))
