@@ -202,10 +202,10 @@ def main() -> int:
             else:
                 rows["dbos"].append(row)
 
+    for mode_rows in rows.values():  # each round's ratio against that round's plain run
+        for row, plain_row in zip(mode_rows, rows["plain"], strict=False):
+            row["ratio_to_plain"] = row["steps_per_s"] / plain_row["steps_per_s"]
     table = [median_row(r) for r in rows.values() if r]
-    plain_rate = next(r["steps_per_s"] for r in table if r["mode"] == "plain")
-    for row in table:
-        row["ratio_to_plain"] = row["steps_per_s"] / plain_rate
     print_table(table, n, rounds)
     return 0
 

@@ -18,7 +18,6 @@ from sqlalchemy import (
 metadata = MetaData()
 
 ACTIVE_WHERE = text("status IN ('ENQUEUED', 'PENDING')")
-OPEN_STEP_WHERE = text("status IN ('PENDING', 'RUNNING', 'RETRYING')")
 
 workflows = Table(
     "durable_workflows",
@@ -72,13 +71,7 @@ steps = Table(
     Column("due_at_ms", BigInteger),
     ForeignKeyConstraint(["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"),
     Index("ix_durable_steps_task_id", "task_id"),
-    Index(
-        "ix_durable_steps_open",
-        "status",
-        "due_at_ms",
-        postgresql_where=OPEN_STEP_WHERE,
-        sqlite_where=OPEN_STEP_WHERE,
-    ),
+    # no index on status: lease and completion updates stay heap-only (migration 0002)
 )
 
 step_errors = Table(

@@ -304,3 +304,32 @@ def test_no_checkpoint_once_the_workflow_is_not_running(store: Store) -> None:
     assert store.set_status(wid, S.CANCELLED)
     assert not store.record_step(step(wid, 0))
     assert store.load_steps(wid) == {}
+
+
+def test_the_migrated_schema_matches_the_tables_the_store_queries(store: Store) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from celery_durable.store.tables import metadata
+
+    def ours(name: str | None, kind: str, _parents: object) -> bool:
+        # other tables share the test database; the version table is Alembic's own
+        return kind != "table" or name in metadata.tables
+
+    with store.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"include_name": ours})
+        diff = compare_metadata(context, metadata)
+    assert diff == []
+
+
+def test_steps_leave_room_for_heap_only_updates_on_postgres(pg_url: str) -> None:
+    store = Store(normalize_url(pg_url))
+    upgrade(store.engine)
+    with store.engine.connect() as conn:
+        options = conn.execute(
+            text("SELECT reloptions FROM pg_class WHERE relname = 'durable_steps'")
+        ).scalar_one()
+        indexes = inspect(conn).get_indexes("durable_steps")
+    store.dispose()
+    assert "fillfactor=70" in (options or [])
+    assert [i["name"] for i in indexes] == ["ix_durable_steps_task_id"]
