@@ -67,6 +67,7 @@ app = Celery("bench")
 app.conf.broker_url = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/2")
 app.conf.result_backend = os.environ.get("BENCH_BACKEND", "redis://127.0.0.1:6379/3")
 app.conf.task_default_queue = os.environ.get("BENCH_QUEUE", "bench")
+app.conf.result_expires = 600  # results are read within the run; keep Redis small between runs
 app.conf.worker_hijack_root_logger = False
 app.conf.broker_connection_retry_on_startup = True
 app.conf.durable_database_url = os.environ.get("BENCH_DB_URL")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from celery import Task, chain, signature
-from celery.canvas import Signature
+from celery.canvas import Signature, maybe_signature
 from celery.exceptions import Ignore
 from kombu.entity import Queue
 
@@ -57,7 +57,10 @@ def start_chain(
     ``options["chain"]`` holds the later links, last first, as Celery passes them.
     A chain with a non-durable link (or a group) is sent as a plain Celery chain.
     """
-    links: list[Signature] = [signature(s, app=task.app) for s in options.pop("chain", None) or []]
+    # Celery's chain passes copies it made for this call: used as they are, not cloned again
+    links: list[Signature] = [
+        maybe_signature(s, app=task.app) for s in options.pop("chain", None) or []
+    ]
     later = list(reversed(links))
     first_id = task_id or options.get("root_id") or take_workflow_id() or str(uuid.uuid4())
     workflow_id = options.get("root_id") or first_id
@@ -217,15 +220,16 @@ class DurableChain:
                     f"durable.chain links must be durable steps or transactions, got {sig!r}"
                 )
         self.durable = durable
-        self.signatures = [s.clone() for s in signatures]
+        self.signatures = list(signatures)  # Celery's chain copies them when it runs
 
     def start(self, workflow_id: str | None = None, **options: Any) -> WorkflowHandle:
         """Record the chain, publish its first step, and return the workflow's handle."""
         from ..runtime.handle import WorkflowHandle
 
         workflow_id = workflow_id or take_workflow_id() or str(uuid.uuid4())
-        self.signatures[0].set(task_id=workflow_id)
-        chain(*self.signatures).apply_async(**options)
+        first = self.signatures[0].clone()
+        first.set(task_id=workflow_id)
+        chain(first, *self.signatures[1:]).apply_async(**options)
         return WorkflowHandle(self.durable.runtime, workflow_id)
 
     def apply_async(self, *args: Any, **options: Any) -> Any:

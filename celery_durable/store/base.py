@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..types import StepRecord, now_ms
 from .engine import make_engine, with_retries
-from .hot import HotPath, HotResult, HotRun
+from .hot import HotPath, HotResult, HotTransaction
 from .statements import STEP_CHECKPOINT
 from .tables import step_errors
 
@@ -98,12 +98,12 @@ class StoreBase:
             what=what,
         )
 
-    def _hot_tx(self, what: str, fn: Callable[[HotRun], T]) -> T:
-        """Prebuilt statements in one hot-path transaction; ``fn(run)`` runs them."""
+    def _hot_tx(self, what: str, fn: Callable[[HotTransaction], T]) -> T:
+        """Prebuilt statements in one hot-path transaction, run by ``fn(tx)``."""
 
         def attempt() -> T:
-            with self.hot.transaction() as run:
-                return fn(run)
+            with self.hot.transaction() as tx:
+                return fn(tx)
 
         return with_retries(attempt, timeout=self.retry_timeout, what=what)
 

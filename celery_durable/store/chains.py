@@ -10,8 +10,8 @@ from sqlalchemy import Connection, and_, bindparam, exists, func, or_, select, u
 
 from ..types import StepRecord, WorkflowRecord, WorkflowStatusString, now_ms
 from .base import StoreBase
-from .hot import HotRun
-from .statements import one_of
+from .hot import HotTransaction
+from .statements import INSERT_STEP, INSERT_WORKFLOW, one_of
 from .tables import executors, steps, workflows
 
 S = WorkflowStatusString
@@ -23,20 +23,15 @@ class ChainQueries(StoreBase):
 
     def insert_chain(self, workflow: WorkflowRecord, chain_steps: Sequence[StepRecord]) -> bool:
         """Record a chain and all its steps in one transaction; False when the id exists."""
-        wf_stmt = (
-            self._insert(workflows)
-            .values(**workflow.__dict__)
-            .on_conflict_do_nothing()
-            .returning(workflows.c.workflow_id)
-        )
+        rows = [self.step_values(s) for s in chain_steps]
 
-        def run(conn: Connection) -> bool:
-            if conn.execute(wf_stmt).first() is None:
+        def run(tx: HotTransaction) -> bool:
+            if tx.execute(INSERT_WORKFLOW[self.dialect], workflow.__dict__).first() is None:
                 return False
-            conn.execute(self._insert(steps), [self.step_values(s) for s in chain_steps])
+            tx.execute_many(INSERT_STEP, rows)
             return True
 
-        return self._write("insert_chain", run)
+        return self._hot_tx("insert_chain", run)
 
     def get_step(self, workflow_id: str, step_id: int) -> StepRecord | None:
         stmt = select(steps).where(steps.c.workflow_id == workflow_id, steps.c.step_id == step_id)
@@ -114,10 +109,10 @@ class ChainQueries(StoreBase):
         if not last:
             return self._hot("finish_chain_step", _COMPLETE, params).rowcount == 1
 
-        def run(execute: HotRun) -> bool:
-            if execute(_COMPLETE, params).rowcount != 1:
+        def run(tx: HotTransaction) -> bool:
+            if tx.execute(_COMPLETE, params).rowcount != 1:
                 return False
-            execute(_END_CHAIN, {**params, "status": S.SUCCESS, "error": None})
+            tx.execute(_END_CHAIN, {**params, "status": S.SUCCESS, "error": None})
             return True
 
         return self._hot_tx("finish_chain_step", run)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -68,7 +68,19 @@ class HotResult:
         return dict(zip(self.columns, self.rows[0], strict=True)) if self.rows else None
 
 
-HotRun = Callable[[Any, Mapping[str, Any]], HotResult]
+class HotTransaction:
+    """The statements of one hot-path transaction, run on its connection."""
+
+    def __init__(self, path: HotPath, fairy: Any) -> None:
+        self._path = path
+        self._fairy = fairy
+
+    def execute(self, stmt: Any, params: Mapping[str, Any]) -> HotResult:
+        return self._path._run(self._fairy, self._path.compiled(stmt), params)
+
+    def execute_many(self, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+        """One statement (without RETURNING) for each of ``rows``: the driver batches them."""
+        self._path._run_many(self._fairy, self._path.compiled(stmt), rows)
 
 
 class HotPath:
@@ -167,12 +179,12 @@ class HotPath:
         return self._run(self._connection(relaxed), compiled, params)
 
     @contextmanager
-    def transaction(self) -> Iterator[HotRun]:
-        """Several prebuilt statements in one transaction; yields ``run(stmt, params)``."""
+    def transaction(self) -> Iterator[HotTransaction]:
+        """Several prebuilt statements in one transaction, committed when the block ends."""
         fairy = self._connection()
         self._raw(fairy, self._begin_sql)
         try:
-            yield lambda stmt, params: self._run(fairy, self.compiled(stmt), params)
+            yield HotTransaction(self, fairy)
         except BaseException:
             if fairy in self._connections().values():
                 with suppress(DBAPIError):
@@ -184,10 +196,9 @@ class HotPath:
         bound = compiled.bind(params)
         if self.on_statement is not None:
             self.on_statement(compiled.sql)
-        cursor = fairy.info.get("hot_cursor")
+        cursor = None
         try:
-            if cursor is None:  # one cursor per connection, reused for every statement
-                cursor = fairy.info["hot_cursor"] = fairy.dbapi_connection.cursor()
+            cursor = self._cursor(fairy)
             cursor.execute(compiled.sql, bound)
             rows = cursor.fetchall() if compiled.columns else []
             return HotResult(rows, compiled.columns, cursor.rowcount)
@@ -196,6 +207,26 @@ class HotPath:
             if wrapped is exc:
                 raise
             raise wrapped from exc
+
+    def _run_many(self, fairy: Any, compiled: Compiled, rows: Sequence[Mapping[str, Any]]) -> None:
+        bound = [compiled.bind(row) for row in rows]
+        if self.on_statement is not None:
+            self.on_statement(compiled.sql)
+        cursor = self._cursor(fairy)
+        try:
+            cursor.executemany(compiled.sql, bound)
+        except Exception as exc:
+            wrapped = self._wrap(exc, fairy, cursor, compiled.sql, bound)
+            if wrapped is exc:
+                raise
+            raise wrapped from exc
+
+    def _cursor(self, fairy: Any) -> Any:
+        """The connection's one cursor, reused for every statement."""
+        cursor = fairy.info.get("hot_cursor")
+        if cursor is None:
+            cursor = fairy.info["hot_cursor"] = fairy.dbapi_connection.cursor()
+        return cursor
 
     def _raw(self, fairy: Any, sql: str) -> None:
         if self.on_statement is not None:

@@ -92,7 +92,19 @@ def _step_checkpoint(dialect: Any) -> Any:
     )
 
 
+def _insert_workflow(dialect: Any) -> Any:
+    """INSERT of a new workflow row unless its id exists; returns the id when inserted."""
+    return (
+        dialect.insert(workflows)
+        .values({c.name: bindparam(c.name, type_=c.type) for c in workflows.c})
+        .on_conflict_do_nothing()
+        .returning(workflows.c.workflow_id)
+    )
+
+
 CLAIM_WORKFLOW = _claim_workflow()
+INSERT_WORKFLOW = {"postgresql": _insert_workflow(postgresql), "sqlite": _insert_workflow(sqlite)}
+INSERT_STEP = steps.insert().values({n: bindparam(n, type_=steps.c[n].type) for n in STEP_COLUMNS})
 FINISH_OWNED = _finish_workflow(owned=True)
 FINISH_ANY = _finish_workflow(owned=False)
 STEP_CHECKPOINT = {"postgresql": _step_checkpoint(postgresql), "sqlite": _step_checkpoint(sqlite)}

@@ -19,7 +19,7 @@ from .base import StoreBase
 from .chains import ChainQueries
 from .engine import is_serialization_failure, is_transient, with_retries
 from .recovery import RecoveryQueries
-from .statements import CLAIM_WORKFLOW, FINISH_ANY, FINISH_OWNED
+from .statements import CLAIM_WORKFLOW, FINISH_ANY, FINISH_OWNED, INSERT_WORKFLOW
 from .tables import executors, step_errors, steps, workflows
 
 T = TypeVar("T")
@@ -36,14 +36,8 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
     # workflows ----------------------------------------------------------
     def insert_workflow(self, record: WorkflowRecord) -> bool:
         """Insert unless the id exists; True when this call created it."""
-        values = {k: v for k, v in record.__dict__.items()}
-        stmt = (
-            self._insert(workflows)
-            .values(**values)
-            .on_conflict_do_nothing()
-            .returning(workflows.c.workflow_id)
-        )
-        return self._write1("insert_workflow", lambda c: c.execute(stmt).first() is not None)
+        stmt = INSERT_WORKFLOW[self.dialect]
+        return self._hot("insert_workflow", stmt, record.__dict__).first() is not None
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         stmt = select(workflows).where(workflows.c.workflow_id == workflow_id)

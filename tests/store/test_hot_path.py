@@ -46,11 +46,11 @@ def test_expanding_in_lists_are_refused(store: Store) -> None:
 
 def test_checkpoints_go_through_the_hot_path_on_both_backends(store: Store) -> None:
     sent: list[str] = []
-    store.hot.on_statement = sent.append
     wf = workflow(store, status=S.PENDING)
+    store.hot.on_statement = sent.append
     assert store.record_step(step(wf.workflow_id, 0))
     assert not store.record_step(step(wf.workflow_id, 0))  # the first checkpoint wins
-    assert len(sent) == 2 and sent[0].lstrip().upper().startswith("INSERT")
+    assert len(sent) == 2 and sent[0].lstrip().upper().startswith("INSERT INTO DURABLE_STEPS")
     assert store.load_steps(wf.workflow_id)[0].output == '"out"'
 
 
@@ -101,8 +101,8 @@ def test_a_failed_transaction_rolls_back_and_the_connection_stays_usable(store: 
     stmt = (
         workflows.update().where(workflows.c.workflow_id == wf.workflow_id).values(status=S.SUCCESS)
     )
-    with pytest.raises(RuntimeError), store.hot.transaction() as run:
-        assert run(stmt, {}).rowcount == 1
+    with pytest.raises(RuntimeError), store.hot.transaction() as tx:
+        assert tx.execute(stmt, {}).rowcount == 1
         raise RuntimeError("boom")
     got = store.get_workflow(wf.workflow_id)
     assert got is not None and got.status == S.PENDING
