@@ -68,6 +68,10 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     durable.attach_worker_executor()
     if durable.settings.auto_migrate:
         durable.migrate()
+    try:  # compiled once here, inherited by the pool's processes
+        durable.runtime.store.warm_hot_path()
+    except Exception as exc:  # each process compiles on first use instead
+        log.warning("could not prepare the durable store's statements: %s", exc)
 
 
 def _on_task_unknown(

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Dialect, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..types import StepRecord, now_ms
@@ -33,6 +33,7 @@ class StoreBase:
         postgres = self.dialect == "postgresql"
         self.hot = HotPath(
             self._get_hot_engine,
+            dialect=self._initialized_dialect,
             begin_sql="BEGIN" if postgres else "BEGIN IMMEDIATE",
             # a lease lost in a server crash is harmless: the step is simply free again
             relaxed_setup="SET synchronous_commit TO off" if postgres else None,
@@ -51,6 +52,14 @@ class StoreBase:
                     self._engine = make_engine(self.url, self.pool_size)
                     self._pid = os.getpid()
         return self._engine
+
+    def _initialized_dialect(self) -> Dialect:
+        """The dialect after its first connection, which reads the server's capabilities."""
+        engine = self.engine
+        if engine.dialect.server_version_info is None:
+            with engine.connect():
+                pass
+        return engine.dialect
 
     def _get_hot_engine(self) -> Engine:
         """The unpooled autocommit engine whose connections the hot path keeps per thread."""

@@ -307,3 +307,4 @@ def _build_statements() -> tuple[Any, Any, Any, Any]:
 
 
 _CLAIM, _MARK_RUNNING, _COMPLETE, _END_CHAIN = _build_statements()
+HOT_STATEMENTS = (_CLAIM, _MARK_RUNNING, _COMPLETE, _END_CHAIN)

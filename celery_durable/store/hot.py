@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 
 
@@ -98,10 +98,12 @@ class HotPath:
         self,
         engine: Callable[[], Engine],
         *,
+        dialect: Callable[[], Dialect],
         begin_sql: str = "BEGIN",
         relaxed_setup: str | None = None,
     ) -> None:
         self._engine = engine
+        self._dialect = dialect
         self._begin_sql = begin_sql
         self._relaxed_setup = relaxed_setup
         self._local = threading.local()
@@ -115,9 +117,15 @@ class HotPath:
     def compiled(self, stmt: Any) -> Compiled:
         found = self._compiled.get(id(stmt))
         if found is None:
-            found = compile_statement(stmt, self._engine().dialect)
+            found = compile_statement(stmt, self._dialect())
             self._compiled[id(stmt)] = found
         return found
+
+    def warm(self, statements: Iterable[Any]) -> None:
+        """Compile ``statements`` now: a worker does it before forking its pool, so every
+        child inherits them compiled."""
+        for stmt in statements:
+            self.compiled(stmt)
 
     def _connections(self) -> dict[bool, Any]:
         """This thread's connections by ``relaxed``, forgetting any inherited from a parent."""

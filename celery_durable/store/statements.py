@@ -108,3 +108,15 @@ INSERT_STEP = steps.insert().values({n: bindparam(n, type_=steps.c[n].type) for 
 FINISH_OWNED = _finish_workflow(owned=True)
 FINISH_ANY = _finish_workflow(owned=False)
 STEP_CHECKPOINT = {"postgresql": _step_checkpoint(postgresql), "sqlite": _step_checkpoint(sqlite)}
+
+
+def hot_statements(dialect: str) -> list[Any]:
+    """This module's statements that run on the hot path, for ``HotPath.warm``."""
+    return [
+        CLAIM_WORKFLOW,
+        FINISH_OWNED,
+        FINISH_ANY,
+        STEP_CHECKPOINT[dialect],
+        INSERT_WORKFLOW[dialect],
+        INSERT_STEP,
+    ]

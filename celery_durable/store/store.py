@@ -16,10 +16,17 @@ from ..types import (
     now_ms,
 )
 from .base import StoreBase
+from .chains import HOT_STATEMENTS as CHAIN_HOT_STATEMENTS
 from .chains import ChainQueries
 from .engine import is_serialization_failure, is_transient, with_retries
 from .recovery import RecoveryQueries
-from .statements import CLAIM_WORKFLOW, FINISH_ANY, FINISH_OWNED, INSERT_WORKFLOW
+from .statements import (
+    CLAIM_WORKFLOW,
+    FINISH_ANY,
+    FINISH_OWNED,
+    INSERT_WORKFLOW,
+    hot_statements,
+)
 from .tables import executors, step_errors, steps, workflows
 
 T = TypeVar("T")
@@ -32,6 +39,10 @@ class _AlreadyRecorded(Exception):
 
 class Store(RecoveryQueries, ChainQueries, StoreBase):
     """Narrow data access for the runtime; knows nothing of Celery."""
+
+    def warm_hot_path(self) -> None:
+        """Compile every hot-path statement now (a worker, before it forks its pool)."""
+        self.hot.warm([*hot_statements(self.dialect), *CHAIN_HOT_STATEMENTS])
 
     # workflows ----------------------------------------------------------
     def insert_workflow(self, record: WorkflowRecord) -> bool:

@@ -136,3 +136,12 @@ def test_database_down_raises_a_clear_error() -> None:
     store = Store(normalize_url("postgresql://postgres@127.0.0.1:1/nowhere"), retry_timeout=0.5)
     with pytest.raises(DatabaseUnavailableError, match="record_step"):
         store.record_step(step(uid(), 0))
+
+
+def test_every_hot_statement_compiles_up_front_on_both_backends(store: Store) -> None:
+    store.warm_hot_path()  # what a worker does before forking its pool
+    assert len(store.hot._compiled) == 10
+    compiled_before = dict(store.hot._compiled)
+    wf = workflow(store, status=S.PENDING)
+    assert store.record_step(step(wf.workflow_id, 0))
+    assert store.hot._compiled == compiled_before  # nothing compiled on use
