@@ -201,65 +201,48 @@ class HotPath:
         self._raw(fairy, "COMMIT")
 
     def _run(self, fairy: Any, compiled: Compiled, params: Mapping[str, Any]) -> HotResult:
-        bound = compiled.bind(params)
-        if self.on_statement is not None:
-            self.on_statement(compiled.sql)
-        cursor = None
-        try:
-            cursor = self._cursor(fairy)
-            cursor.execute(compiled.sql, bound)
-            rows = cursor.fetchall() if compiled.columns else []
-            return HotResult(rows, compiled.columns, cursor.rowcount)
-        except Exception as exc:
-            wrapped = self._wrap(exc, fairy, cursor, compiled.sql, bound)
-            if wrapped is exc:
-                raise
-            raise wrapped from exc
+        cursor = self._send(fairy, compiled.sql, compiled.bind(params))
+        rows = cursor.fetchall() if compiled.columns else []
+        return HotResult(rows, compiled.columns, cursor.rowcount)
 
     def _run_many(self, fairy: Any, compiled: Compiled, rows: Sequence[Mapping[str, Any]]) -> None:
-        bound = [compiled.bind(row) for row in rows]
-        if self.on_statement is not None:
-            self.on_statement(compiled.sql)
-        cursor = self._cursor(fairy)
-        try:
-            cursor.executemany(compiled.sql, bound)
-        except Exception as exc:
-            wrapped = self._wrap(exc, fairy, cursor, compiled.sql, bound)
-            if wrapped is exc:
-                raise
-            raise wrapped from exc
-
-    def _cursor(self, fairy: Any) -> Any:
-        """The connection's one cursor, reused for every statement."""
-        cursor = fairy.info.get("hot_cursor")
-        if cursor is None:
-            cursor = fairy.info["hot_cursor"] = fairy.dbapi_connection.cursor()
-        return cursor
+        self._send(fairy, compiled.sql, [compiled.bind(row) for row in rows], many=True)
 
     def _raw(self, fairy: Any, sql: str) -> None:
+        self._send(fairy, sql, None)
+
+    def _send(self, fairy: Any, sql: str, bound: Any, *, many: bool = False) -> Any:
+        """Execute on the connection's one cursor (reused for every statement)."""
         if self.on_statement is not None:
             self.on_statement(sql)
-        cursor = None
+        cursor = fairy.info.get("hot_cursor")
         try:
-            cursor = fairy.dbapi_connection.cursor()
-            cursor.execute(sql)
-        except Exception as exc:
-            wrapped = self._wrap(exc, fairy, cursor, sql, None)
-            if wrapped is exc:
+            if cursor is None:
+                cursor = fairy.info["hot_cursor"] = fairy.dbapi_connection.cursor()
+            if many:
+                cursor.executemany(sql, bound)
+            elif bound is None:
+                cursor.execute(sql)
+            else:
+                cursor.execute(sql, bound)
+            return cursor
+        except BaseException as exc:
+            dbapi = self._engine().dialect.loaded_dbapi
+            if not isinstance(exc, dbapi.Error):
+                # interrupted mid-statement (a time limit, an exit): the connection's state
+                # is unknown, so it is not used again (as SQLAlchemy invalidates it)
+                self._drop(fairy)
                 raise
-            raise wrapped from exc
-        finally:
-            if cursor is not None:
-                cursor.close()
+            raise self._wrap(exc, fairy, cursor, sql, bound) from exc
 
-    def _wrap(self, exc: Exception, fairy: Any, cursor: Any, sql: str, params: Any) -> Exception:
+    def _wrap(self, exc: Any, fairy: Any, cursor: Any, sql: str, params: Any) -> Exception:
+        """The driver's error as SQLAlchemy raises it; a lost connection is dropped."""
         dialect = self._engine().dialect
         dbapi = dialect.loaded_dbapi
-        if not isinstance(exc, dbapi.Error):
-            return exc
         lost = dialect.is_disconnect(exc, fairy.dbapi_connection, cursor)
         if lost:
             self._drop(fairy)
-        return DBAPIError.instance(
+        wrapped: Exception = DBAPIError.instance(
             sql, params, exc, dbapi.Error, connection_invalidated=lost, dialect=dialect
         )
+        return wrapped

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
@@ -145,3 +146,22 @@ def test_every_hot_statement_compiles_up_front_on_both_backends(store: Store) ->
     wf = workflow(store, status=S.PENDING)
     assert store.record_step(step(wf.workflow_id, 0))
     assert store.hot._compiled == compiled_before  # nothing compiled on use
+
+
+class _Interrupts:
+    """A parameter whose adaptation raises mid-statement (sqlite3 calls __conform__)."""
+
+    def __conform__(self, _protocol: object) -> object:
+        raise KeyboardInterrupt
+
+
+def test_a_statement_interrupted_midway_gives_up_its_connection(tmp_path: Path) -> None:
+    store = Store(normalize_url(f"sqlite:///{tmp_path / 'hot.sqlite3'}"), retry_timeout=1.0)
+    upgrade(store.engine)
+    wf = workflow(store, status=S.PENDING)
+    before = store.hot._connection()
+    with pytest.raises(KeyboardInterrupt):
+        store.record_step(step(wf.workflow_id, 0, output=_Interrupts()))  # type: ignore[arg-type]
+    assert store.hot._connection() is not before  # its state was unknown: replaced
+    assert store.record_step(step(wf.workflow_id, 0))
+    store.dispose()
