@@ -15,19 +15,17 @@ from sqlalchemy import text
 
 from celery_durable.integration.signals import step_checkpointed
 
-from .common import crash_if_flagged, ensure_effects_table, make_app, record_effect
+from .common import (
+    crash_if_flagged,
+    ensure_tables,
+    make_app,
+    read_attempts,
+    read_effects,
+    record_attempt,
+    record_effect,
+)
 
 app, durable = make_app("chains")
-
-ATTEMPTS_DDL = """
-CREATE TABLE IF NOT EXISTS test_chain_attempts (
-    attempt_id VARCHAR(64) PRIMARY KEY,
-    workflow_id VARCHAR(255) NOT NULL,
-    step VARCHAR(255) NOT NULL,
-    attempt INTEGER NOT NULL,
-    at DOUBLE PRECISION NOT NULL
-)
-"""
 
 
 class Declined(Exception):
@@ -86,24 +84,7 @@ def hop(trail: list[str]) -> list[str]:
 
 def _attempt(name: str) -> int:
     """Record this attempt's start time; returns the attempt number (from 0)."""
-    record_effect(durable, name)
-    status = durable.step_status
-    assert status is not None
-    with durable.store.engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO test_chain_attempts (attempt_id, workflow_id, step, attempt, at)"
-                " VALUES (:i, :w, :s, :a, :t)"
-            ),
-            {
-                "i": uuid.uuid4().hex,
-                "w": durable.workflow_id,
-                "s": name,
-                "a": status.current_attempt,
-                "t": time.time(),
-            },
-        )
-    return status.current_attempt
+    return record_attempt(durable, name).current_attempt
 
 
 @durable.step(retries=3, interval_seconds=0.2, backoff_rate=2.0)
@@ -155,26 +136,12 @@ step_checkpointed.connect(_crash_after_step3_commit, weak=False)
 
 
 def setup() -> None:
-    ensure_effects_table(durable)
-    with durable.store.engine.begin() as conn:
-        conn.execute(text(ATTEMPTS_DDL))
+    ensure_tables(durable)
 
 
 def effects(workflow_id: str) -> Counter[str]:
-    with durable.store.engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT step FROM test_effects WHERE workflow_id = :w"), {"w": workflow_id}
-        ).all()
-    return Counter(r[0] for r in rows)
+    return read_effects(durable, workflow_id)
 
 
 def attempt_times(workflow_id: str, step: str) -> list[float]:
-    with durable.store.engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT at FROM test_chain_attempts WHERE workflow_id = :w AND step = :s"
-                " ORDER BY attempt"
-            ),
-            {"w": workflow_id, "s": step},
-        ).all()
-    return [r[0] for r in rows]
+    return [at for _, _, at in read_attempts(durable, workflow_id, step)]

@@ -11,27 +11,21 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import text
-
 from celery_durable import StepStatus
 from celery_durable.errors import MaxStepRetriesExceeded
 
-from .common import ensure_effects_table, make_app, record_effect
+from .common import (
+    ensure_tables,
+    make_app,
+    read_attempts,
+    read_effects,
+    record_attempt,
+    record_effect,
+)
 
 app, durable = make_app("payments")
 # retry waits above half a second go back to the broker instead of holding the worker slot
 app.conf.durable_max_inline_retry_wait = 0.5
-
-ATTEMPTS_DDL = """
-CREATE TABLE IF NOT EXISTS test_attempts (
-    attempt_id VARCHAR(64) PRIMARY KEY,
-    workflow_id VARCHAR(255) NOT NULL,
-    step VARCHAR(255) NOT NULL,
-    attempt INTEGER NOT NULL,
-    max_attempts INTEGER NOT NULL,
-    at FLOAT NOT NULL
-)
-"""
 
 
 class CardDeclined(Exception):
@@ -40,26 +34,7 @@ class CardDeclined(Exception):
 
 def note_attempt(step: str) -> StepStatus:
     """Record this attempt (status and time) and one effect; returns the step status."""
-    status = durable.step_status
-    assert status is not None, "note_attempt runs inside a step"
-    with durable.store.engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO test_attempts"
-                " (attempt_id, workflow_id, step, attempt, max_attempts, at)"
-                " VALUES (:i, :w, :s, :a, :m, :t)"
-            ),
-            {
-                "i": uuid.uuid4().hex,
-                "w": durable.workflow_id or "-",
-                "s": step,
-                "a": status.current_attempt,
-                "m": status.max_attempts,
-                "t": time.time(),
-            },
-        )
-    record_effect(durable, step)
-    return status
+    return record_attempt(durable, step)
 
 
 # retries ------------------------------------------------------------------
@@ -151,25 +126,17 @@ def capture(order: str) -> str:
 
 # reading what happened -------------------------------------------------------
 def setup() -> None:
-    ensure_effects_table(durable)
-    with durable.store.engine.begin() as conn:
-        conn.execute(text(ATTEMPTS_DDL))
+    ensure_tables(durable)
 
 
 def effects(workflow_id: str) -> Counter[str]:
     """How many times each step body ran for ``workflow_id``."""
-    query = text("SELECT step FROM test_effects WHERE workflow_id = :w")
-    with durable.store.engine.connect() as conn:
-        return Counter(step for (step,) in conn.execute(query, {"w": workflow_id}))
+    return read_effects(durable, workflow_id)
 
 
 def attempts(workflow_id: str) -> list[tuple[int, int, float]]:
     """(current_attempt, max_attempts, time) of every attempt, in time order."""
-    query = text(
-        "SELECT attempt, max_attempts, at FROM test_attempts WHERE workflow_id = :w ORDER BY at"
-    )
-    with durable.store.engine.connect() as conn:
-        return [(a, m, t) for a, m, t in conn.execute(query, {"w": workflow_id})]
+    return read_attempts(durable, workflow_id)
 
 
 def new_id(prefix: str) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import bindparam, text
 
-from .common import ensure_effects_table, make_app, record_effect
+from .common import ensure_tables, make_app, record_effect
 
 app, durable = make_app("recovery_app")
 # set before anything reads the durable settings (the beat entry reads them at configure)
@@ -69,7 +69,7 @@ def doomed(key: str) -> None:
 
 
 def setup() -> None:
-    ensure_effects_table(durable)
+    ensure_tables(durable)
 
 
 def effect_counts(workflow_ids: Sequence[str]) -> dict[str, Counter[str]]:

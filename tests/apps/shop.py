@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from celery_durable.errors import MaxStepRetriesExceeded
 
-from .common import crash_if_flagged, ensure_effects_table, make_app, record_effect
+from .common import crash_if_flagged, ensure_tables, make_app, record_effect
 
 app, durable = make_app("shop")
 
@@ -85,4 +85,4 @@ def exhausting(key: str) -> dict[str, object]:
 
 
 def setup() -> None:
-    ensure_effects_table(durable)
+    ensure_tables(durable)
