@@ -30,24 +30,8 @@ from bench.common import ROOT, recreate_database, worker_cmd
 STEPS = 10
 
 
-def postgres_cpu() -> float:
-    total = 0.0
-    for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] and proc.info["name"].startswith("postgres"):
-            try:
-                times = proc.cpu_times()
-                total += times.user + times.system
-            except psutil.Error:
-                pass
-    return total
-
-
-def tree_cpu(pid: int) -> float:
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    """User + system CPU seconds of ``procs`` (those that have exited count nothing)."""
     total = 0.0
     for proc in procs:
         try:
@@ -56,6 +40,20 @@ def tree_cpu(pid: int) -> float:
         except psutil.Error:
             pass
     return total
+
+
+def postgres_cpu() -> float:
+    return cpu_seconds(
+        [p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("postgres")]
+    )
+
+
+def tree_cpu(pid: int) -> float:
+    try:
+        root = psutil.Process(pid)
+        return cpu_seconds([root, *root.children(recursive=True)])
+    except psutil.Error:
+        return 0.0
 
 
 def read_counts(folder: Path) -> dict[str, int]:
