@@ -213,6 +213,7 @@ def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for key in rows[0]:
         if key != "mode":
             out[key] = statistics.median(r[key] for r in rows)
+    out["ratio_per_round"] = [round(r["ratio_to_plain"], 3) for r in rows]
     return out
 
 
@@ -243,6 +244,9 @@ def print_table(table: list[dict[str, Any]], n: int, rounds: int) -> None:
     )
     for row in table:
         print(" ".join(fmt.format(row[k]) for k, fmt in cols))
+    print("ratio to plain, round by round:")
+    for row in table[1:]:
+        print(f"  {row['mode']:<17}", " ".join(f"{r:.2f}" for r in row["ratio_per_round"]))
     for row in table:
         print(
             "BENCH "
