@@ -1,10 +1,10 @@
-"""Steps: drop the unused open-steps index so lease and completion updates can be HOT.
+"""Steps: drop the unused open-steps index, so lease and completion updates can be HOT.
 
 A chain step's row is updated twice per run (its lease, then its completion). With
-``status`` indexed, every update wrote new entries in each index of the table. No query
-uses that index (the recovery sweep reads steps through their workflow's primary key), so
-it goes; on Postgres the table also keeps 30% of each page free, where the new row
-versions of those updates fit (heap-only tuples: no index writes at all).
+``status`` indexed, every such update wrote a new entry in each index of the table. No
+query uses that index (the recovery sweep reads steps through their workflow's primary
+key), so it goes: the updates now change no indexed column, and Postgres writes them as
+heap-only tuples (no index writes) whenever the page has room.
 
 Revision ID: 0002
 Revises: 0001
@@ -25,13 +25,9 @@ OPEN_STEP = sa.text("status IN ('PENDING', 'RUNNING', 'RETRYING')")
 
 def upgrade() -> None:
     op.drop_index("ix_durable_steps_open", "durable_steps")
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute("ALTER TABLE durable_steps SET (fillfactor = 70)")
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute("ALTER TABLE durable_steps RESET (fillfactor)")
     op.create_index(
         "ix_durable_steps_open",
         "durable_steps",
