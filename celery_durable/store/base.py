@@ -37,6 +37,7 @@ class StoreBase:
             begin_sql="BEGIN" if postgres else "BEGIN IMMEDIATE",
             # a lease lost in a server crash is harmless: the step is simply free again
             relaxed_setup="SET synchronous_commit TO off" if postgres else None,
+            max_idle=pool_size,
         )
 
     # plumbing -----------------------------------------------------------
@@ -62,7 +63,7 @@ class StoreBase:
         return engine.dialect
 
     def _get_hot_engine(self) -> Engine:
-        """The unpooled autocommit engine whose connections the hot path keeps per thread."""
+        """The unpooled autocommit engine that opens the hot path's connections."""
         current = self._hot_engine
         if current is None or current[0] != os.getpid():
             with self._lock:

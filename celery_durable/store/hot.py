@@ -1,4 +1,4 @@
-"""The hot path: the few statements every step runs, on one driver connection per thread.
+"""The hot path: the few statements every step runs, on driver connections it keeps.
 
 SQLAlchemy Core builds each of these statements once (statements.py, chains.py) and
 compiles it once per dialect. Executing the compiled text on the driver's connection
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -84,14 +83,19 @@ class HotTransaction:
 
 
 class HotPath:
-    """Per-thread driver connections in autocommit mode, made by ``engine``'s connect hooks.
+    """Driver connections in autocommit mode, made by ``engine``'s connect hooks.
 
-    ``engine`` is a NullPool engine in autocommit mode: each thread keeps the connections
-    it opened. A *relaxed* connection runs ``relaxed_setup`` once (on Postgres,
-    ``synchronous_commit`` off): its commits return before the WAL reaches the disk, for
-    writes whose loss in a server crash is harmless (a step's lease). A connection
-    inherited across ``fork`` is never used or closed by the child (closing it would end
-    the parent's session).
+    ``engine`` is a NullPool engine in autocommit mode; this class keeps the connections
+    itself. Each statement (or transaction) takes an idle connection, most recently used
+    first, or opens one, and gives it back after: a process holds one connection per
+    statement running at that instant, of which up to ``max_idle`` stay open between
+    statements. That suits every Celery pool: prefork processes, threads, and gevent or
+    eventlet greenlets (a new greenlet per task still finds a connection open).
+
+    A *relaxed* connection runs ``relaxed_setup`` once (on Postgres, ``synchronous_commit``
+    off): its commits return before the WAL reaches the disk, for writes whose loss in a
+    server crash is harmless (a step's lease). A connection inherited across ``fork`` is
+    never used or closed by the child (closing it would end the parent's session).
     """
 
     def __init__(
@@ -101,14 +105,18 @@ class HotPath:
         dialect: Callable[[], Dialect],
         begin_sql: str = "BEGIN",
         relaxed_setup: str | None = None,
+        max_idle: int = 5,
     ) -> None:
         self._engine = engine
         self._dialect = dialect
         self._begin_sql = begin_sql
         self._relaxed_setup = relaxed_setup
-        self._local = threading.local()
+        self._max_idle = max_idle
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._generation = 0  # close() retires every connection of earlier generations
+        self._idle: dict[bool, list[Any]] = {False: [], True: []}
         self._compiled: dict[int, Compiled] = {}
-        self._open: weakref.WeakSet[Any] = weakref.WeakSet()
         self._inherited: list[Any] = []  # kept referenced so they are never closed here
         # called with each SQL text sent (BEGIN and COMMIT included): for instrumentation,
         # as SQLAlchemy's before_cursor_execute event is for the rest of the store
@@ -127,30 +135,59 @@ class HotPath:
         for stmt in statements:
             self.compiled(stmt)
 
-    def _connections(self) -> dict[bool, Any]:
-        """This thread's connections by ``relaxed``, forgetting any inherited from a parent."""
-        local = self._local
-        pid = os.getpid()
-        if getattr(local, "pid", None) != pid:
-            self._inherited.extend(getattr(local, "conns", {}).values())
-            local.pid, local.conns = pid, {}
-        conns: dict[bool, Any] = local.conns
-        return conns
+    def idle_count(self, relaxed: bool = False) -> int:
+        with self._lock:
+            self._forget_inherited()
+            return len(self._idle[relaxed])
 
-    def _connection(self, relaxed: bool = False) -> Any:
-        conns = self._connections()
-        fairy = conns.get(relaxed)
-        if fairy is None:
-            fairy = self._open_connection()
-            if relaxed and self._relaxed_setup:
-                try:
-                    self._raw(fairy, self._relaxed_setup)
-                except BaseException:
-                    fairy.invalidate()
-                    raise
-            conns[relaxed] = fairy
-            self._open.add(fairy)
+    def _forget_inherited(self) -> None:
+        """After a fork (the lock held): park the parent's connections, start empty."""
+        if self._pid != os.getpid():
+            self._inherited.extend(c for idle in self._idle.values() for c in idle)
+            self._idle = {False: [], True: []}
+            self._pid = os.getpid()
+
+    @contextmanager
+    def checkout(self, relaxed: bool = False) -> Iterator[Any]:
+        """A connection for one statement or transaction, given back (if still sound)."""
+        fairy = self._take(relaxed)
+        try:
+            yield fairy
+        finally:
+            self._give(fairy, relaxed)
+
+    def _take(self, relaxed: bool) -> Any:
+        # lock-free when a connection is idle: list.pop and list.append are atomic
+        if self._pid != os.getpid():
+            with self._lock:
+                self._forget_inherited()
+        try:
+            return self._idle[relaxed].pop()
+        except IndexError:
+            pass
+        fairy = self._open_connection()
+        fairy.info["hot_owner"] = (self._pid, self._generation)
+        if relaxed and self._relaxed_setup:
+            try:
+                self._raw(fairy, self._relaxed_setup)
+            except BaseException:
+                fairy.invalidate()
+                raise
         return fairy
+
+    def _give(self, fairy: Any, relaxed: bool) -> None:
+        if not fairy.is_valid:  # dropped after an error: already closed
+            return
+        pid, generation = fairy.info["hot_owner"]
+        if pid != self._pid:  # taken before a fork, given back in the child: not ours
+            self._inherited.append(fairy)
+            return
+        idle = self._idle[relaxed]
+        if generation == self._generation and len(idle) < self._max_idle:
+            idle.append(fairy)
+            return
+        with suppress(Exception):
+            fairy.close()
 
     def _open_connection(self) -> Any:
         engine = self._engine()
@@ -163,42 +200,45 @@ class HotPath:
             ) from exc
 
     def _drop(self, fairy: Any) -> None:
-        conns = self._connections()
-        for key, held in list(conns.items()):
-            if held is fairy:
-                del conns[key]
-        with suppress(Exception):  # it is broken already: forget it
+        """Never use ``fairy`` again (it broke, or its state is unknown)."""
+        with suppress(Exception):
             fairy.invalidate()
 
     def close(self) -> None:
-        """Close every connection this process opened (store disposal, shutdown)."""
-        if getattr(self._local, "pid", None) == os.getpid():
-            self._local.conns = {}
-        inherited = set(map(id, self._inherited))
-        for fairy in list(self._open):
-            self._open.discard(fairy)
-            if id(fairy) not in inherited:
-                with suppress(Exception):
-                    fairy.close()
+        """Close this process's idle connections; busy ones close when given back."""
+        with self._lock:
+            self._forget_inherited()
+            idle = [c for conns in self._idle.values() for c in conns]
+            self._idle = {False: [], True: []}
+            self._generation += 1
+        for fairy in idle:
+            with suppress(Exception):
+                fairy.close()
 
     def execute(self, stmt: Any, params: Mapping[str, Any], *, relaxed: bool = False) -> HotResult:
         """Run one prebuilt statement as its own transaction (autocommit)."""
         compiled = self.compiled(stmt)
-        return self._run(self._connection(relaxed), compiled, params)
+        fairy = self._take(relaxed)  # (checkout() inlined: this runs for every step)
+        try:
+            return self._run(fairy, compiled, params)
+        finally:
+            self._give(fairy, relaxed)
 
     @contextmanager
     def transaction(self) -> Iterator[HotTransaction]:
         """Several prebuilt statements in one transaction, committed when the block ends."""
-        fairy = self._connection()
-        self._raw(fairy, self._begin_sql)
-        try:
-            yield HotTransaction(self, fairy)
-        except BaseException:
-            if fairy in self._connections().values():
-                with suppress(DBAPIError):
-                    self._raw(fairy, "ROLLBACK")
-            raise
-        self._raw(fairy, "COMMIT")
+        with self.checkout() as fairy:
+            self._raw(fairy, self._begin_sql)
+            try:
+                yield HotTransaction(self, fairy)
+            except BaseException:
+                if fairy.is_valid:
+                    try:
+                        self._raw(fairy, "ROLLBACK")
+                    except BaseException:
+                        self._drop(fairy)
+                raise
+            self._raw(fairy, "COMMIT")
 
     def _run(self, fairy: Any, compiled: Compiled, params: Mapping[str, Any]) -> HotResult:
         cursor = self._send(fairy, compiled.sql, compiled.bind(params))

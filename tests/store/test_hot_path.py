@@ -35,7 +35,9 @@ def pg_store(pg_url: str) -> Iterator[Store]:
 
 
 def backend_pid(store: Store, relaxed: bool = False) -> int:
-    pid: int = store.hot._connection(relaxed).dbapi_connection.info.backend_pid
+    """The server process of the connection the next statement would use."""
+    with store.hot.checkout(relaxed) as fairy:
+        pid: int = fairy.dbapi_connection.info.backend_pid
     return pid
 
 
@@ -55,23 +57,45 @@ def test_checkpoints_go_through_the_hot_path_on_both_backends(store: Store) -> N
     assert store.load_steps(wf.workflow_id)[0].output == '"out"'
 
 
-def test_each_thread_keeps_its_own_connection(pg_store: Store) -> None:
-    pids: list[int] = []
+def test_connections_are_reused_and_opened_only_for_concurrent_statements(
+    pg_store: Store,
+) -> None:
+    wf = workflow(pg_store, status=S.PENDING)
+    assert pg_store.record_step(step(wf.workflow_id, 0))
+    first = backend_pid(pg_store)
+    held = threading.Event()
+    release = threading.Event()
+    seen: list[int] = []
 
-    def work() -> None:
-        wf = workflow(pg_store, status=S.PENDING)
-        assert pg_store.record_step(step(wf.workflow_id, 0))
-        mine = backend_pid(pg_store)
-        assert pg_store.record_step(step(wf.workflow_id, 1))
-        assert backend_pid(pg_store) == mine  # kept, not reopened
-        pids.append(mine)
+    def hold_a_transaction() -> None:  # keeps one connection busy in another thread
+        with pg_store.hot.transaction() as tx:
+            stmt = workflows.update().where(workflows.c.workflow_id == wf.workflow_id)
+            tx.execute(stmt.values(updated_at_ms=1), {})
+            seen.append(backend_pid(pg_store))  # the other one is taken: a second opens
+            held.set()
+            release.wait(10)
 
-    threads = [threading.Thread(target=work) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(set(pids)) == 3
+    thread = threading.Thread(target=hold_a_transaction)
+    thread.start()
+    assert held.wait(10)
+    assert pg_store.record_step(step(wf.workflow_id, 1))  # runs beside the transaction
+    release.set()
+    thread.join()
+    assert seen and seen[0] != first
+    assert pg_store.hot.idle_count() == 2
+    for sid in range(2, 6):  # one at a time: the most recently used connection, again
+        assert pg_store.record_step(step(wf.workflow_id, sid))
+    assert pg_store.hot.idle_count() == 2
+
+
+def test_idle_connections_are_capped(db_url: str) -> None:
+    store = Store(normalize_url(db_url), retry_timeout=5.0, pool_size=2)
+    upgrade(store.engine)
+    with store.hot.checkout(), store.hot.checkout(), store.hot.checkout():
+        pass  # three at once
+    assert store.hot.idle_count() == 2  # the third was closed when given back
+    store.dispose()
+    assert store.hot.idle_count() == 0
 
 
 def test_a_killed_connection_is_replaced_and_the_write_lands(pg_store: Store) -> None:
@@ -87,9 +111,10 @@ def test_a_killed_connection_is_replaced_and_the_write_lands(pg_store: Store) ->
 
 def test_leases_commit_asynchronously_and_checkpoints_do_not(pg_store: Store) -> None:
     def setting(relaxed: bool) -> str:
-        cursor = pg_store.hot._connection(relaxed).dbapi_connection.cursor()
-        cursor.execute("SHOW synchronous_commit")
-        value: str = cursor.fetchone()[0]
+        with pg_store.hot.checkout(relaxed) as fairy:
+            cursor = fairy.dbapi_connection.cursor()
+            cursor.execute("SHOW synchronous_commit")
+            value: str = cursor.fetchone()[0]
         return value
 
     assert setting(relaxed=True) == "off"
@@ -159,9 +184,12 @@ def test_a_statement_interrupted_midway_gives_up_its_connection(tmp_path: Path) 
     store = Store(normalize_url(f"sqlite:///{tmp_path / 'hot.sqlite3'}"), retry_timeout=1.0)
     upgrade(store.engine)
     wf = workflow(store, status=S.PENDING)
-    before = store.hot._connection()
+    with store.hot.checkout() as before:
+        pass
     with pytest.raises(KeyboardInterrupt):
         store.record_step(step(wf.workflow_id, 0, output=_Interrupts()))  # type: ignore[arg-type]
-    assert store.hot._connection() is not before  # its state was unknown: replaced
+    assert store.hot.idle_count() == 0  # its state was unknown: closed, not kept
+    with store.hot.checkout() as after:
+        assert after is not before
     assert store.record_step(step(wf.workflow_id, 0))
     store.dispose()
