@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import ConflictingWorkflowError, MaxStepRetriesExceeded
 from ..policy import RetryPolicy
 from ..types import StepRecord, StepStatus, WorkflowRecord, WorkflowStatusString, now_ms
-from .context import WorkflowContext, sql_session, step_name, step_status, workflow_context
+from .context import WorkflowContext, sql_session, step_scope
 from .core import Runtime
 
 S = WorkflowStatusString
@@ -116,28 +116,20 @@ def run_chain_step(
     lease = claimed.lease_id or ""
     ser = runtime.serializer
     ctx = WorkflowContext(workflow_id, name, executor_id, in_step=True)
-    tokens = (
-        workflow_context.set(ctx),
-        step_status.set(StepStatus(step_id, attempt, policy.max_attempts)),
-        step_name.set(name),
-    )
-    try:
-        if transaction:
-            committed, value = _run_transaction(
-                runtime, claimed, fn, args, kwargs, attempt, last, isolation_level
-            )
-        else:
-            value = fn(*args, **kwargs)
-            output = ser.dumps(value, what=f"the output of step {name!r}")
-            committed = runtime.store.finish_chain_step(
-                workflow_id, step_id, lease, output, attempt + 1, last
-            )
-    except Exception as exc:
-        return _failed(runtime, claimed, lease, policy, attempt, exc)
-    finally:
-        step_name.reset(tokens[2])
-        step_status.reset(tokens[1])
-        workflow_context.reset(tokens[0])
+    with step_scope(StepStatus(step_id, attempt, policy.max_attempts), name, workflow=ctx):
+        try:
+            if transaction:
+                committed, value = _run_transaction(
+                    runtime, claimed, fn, args, kwargs, attempt, last, isolation_level
+                )
+            else:
+                value = fn(*args, **kwargs)
+                output = ser.dumps(value, what=f"the output of step {name!r}")
+                committed = runtime.store.finish_chain_step(
+                    workflow_id, step_id, lease, output, attempt + 1, last
+                )
+        except Exception as exc:
+            return _failed(runtime, claimed, lease, policy, attempt, exc)
     if committed:
         return ChainOutcome("success", value=value)
     return _unclaimed(runtime, workflow_id, step_id)  # lost the lease meanwhile

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +42,23 @@ workflow_context: ContextVar[WorkflowContext | None] = ContextVar("durable_workf
 step_status: ContextVar[StepStatus | None] = ContextVar("durable_step_status", default=None)
 step_name: ContextVar[str | None] = ContextVar("durable_step_name", default=None)
 sql_session: ContextVar[Any] = ContextVar("durable_sql_session", default=None)
+
+
+@contextmanager
+def step_scope(
+    status: StepStatus, name: str, workflow: WorkflowContext | None = None
+) -> Iterator[None]:
+    """While one attempt of a step runs: ``durable.step_status``, the step's name and,
+    given ``workflow``, the workflow it belongs to."""
+    tokens = (step_status.set(status), step_name.set(name))
+    outer = workflow_context.set(workflow) if workflow is not None else None
+    try:
+        yield
+    finally:
+        if outer is not None:
+            workflow_context.reset(outer)
+        step_name.reset(tokens[1])
+        step_status.reset(tokens[0])
 
 
 def current_workflow() -> WorkflowContext | None:

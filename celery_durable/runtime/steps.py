@@ -19,8 +19,7 @@ from .context import (
     WorkflowContext,
     current_workflow,
     sql_session,
-    step_name,
-    step_status,
+    step_scope,
 )
 from .core import Runtime
 
@@ -53,16 +52,14 @@ def _call(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    tokens = (step_status.set(status), step_name.set(name))
-    if ctx is not None:
-        ctx.in_step = True
-    try:
-        return fn(*args, **kwargs)
-    finally:
+    with step_scope(status, name):
         if ctx is not None:
-            ctx.in_step = False
-        step_name.reset(tokens[1])
-        step_status.reset(tokens[0])
+            ctx.in_step = True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if ctx is not None:
+                ctx.in_step = False
 
 
 def run_step(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, exists, func, or_, select, update
@@ -11,7 +11,7 @@ from sqlalchemy import Connection, and_, bindparam, exists, func, or_, select, u
 from ..types import StepRecord, WorkflowRecord, WorkflowStatusString, now_ms
 from .base import StoreBase
 from .hot import HotTransaction
-from .statements import INSERT_STEP, INSERT_WORKFLOW, one_of
+from .statements import INSERT_STEP, INSERT_WORKFLOW, ended_values, one_of
 from .tables import executors, steps, workflows
 
 S = WorkflowStatusString
@@ -89,11 +89,7 @@ class ChainQueries(StoreBase):
     ) -> bool:
         """In the caller's transaction: checkpoint the output; the last step ends the chain."""
         params = _complete_params(workflow_id, step_id, lease_id, output, attempts)
-        if conn.execute(_COMPLETE, params).rowcount != 1:
-            return False
-        if last:
-            conn.execute(_END_CHAIN, {**params, "status": S.SUCCESS, "error": None})
-        return True
+        return _complete(conn.execute, params, last)
 
     def finish_chain_step(
         self,
@@ -108,14 +104,7 @@ class ChainQueries(StoreBase):
         params = _complete_params(workflow_id, step_id, lease_id, output, attempts)
         if not last:
             return self._hot("finish_chain_step", _COMPLETE, params).rowcount == 1
-
-        def run(tx: HotTransaction) -> bool:
-            if tx.execute(_COMPLETE, params).rowcount != 1:
-                return False
-            tx.execute(_END_CHAIN, {**params, "status": S.SUCCESS, "error": None})
-            return True
-
-        return self._hot_tx("finish_chain_step", run)
+        return self._hot_tx("finish_chain_step", lambda tx: _complete(tx.execute, params, last))
 
     def _end_workflow(self, conn: Connection, workflow_id: str, now: int, **values: Any) -> None:
         """The chain ends (its last step committed, or a step failed for good), if active."""
@@ -226,6 +215,18 @@ def _complete_params(
     }
 
 
+def _complete(
+    execute: Callable[[Any, dict[str, Any]], Any], params: dict[str, Any], last: bool
+) -> bool:
+    """Checkpoint the output if the lease still holds; the last step also ends the chain.
+    ``execute`` is a SQLAlchemy connection's or a hot-path transaction's."""
+    if execute(_COMPLETE, params).rowcount != 1:
+        return False
+    if last:
+        execute(_END_CHAIN, {**params, "status": S.SUCCESS, "error": None})
+    return True
+
+
 def _build_statements() -> tuple[Any, Any, Any, Any]:
     """The hot-path statements, built once (see hot.py)."""
     wid: Any = bindparam("wid")
@@ -294,14 +295,7 @@ def _build_statements() -> tuple[Any, Any, Any, Any]:
     end_chain = (
         update(workflows)
         .where(workflows.c.workflow_id == wid, one_of(workflows.c.status, S.ENQUEUED, S.PENDING))
-        .values(
-            status=bindparam("status"),
-            output=bindparam("output"),
-            error=bindparam("error"),
-            executor_id=None,
-            updated_at_ms=bindparam("now"),
-            completed_at_ms=bindparam("now"),
-        )
+        .values(**ended_values())
     )
     return claim, mark_running, complete, end_chain
 

@@ -18,6 +18,19 @@ S = WorkflowStatusString
 STEP_COLUMNS = [c.name for c in steps.c]
 
 
+def ended_values() -> dict[str, Any]:
+    """SET clause of the end of a run (a workflow's or a chain's): final status, output or
+    error, no owner."""
+    return {
+        "status": bindparam("status"),
+        "output": bindparam("output"),
+        "error": bindparam("error"),
+        "executor_id": None,
+        "updated_at_ms": bindparam("now"),
+        "completed_at_ms": bindparam("now"),
+    }
+
+
 def one_of(column: Any, *values: str) -> Any:
     """``column IN (...)`` with one bind per value: the hot path cannot expand lists."""
     return column.in_([literal(v) for v in values])
@@ -62,18 +75,7 @@ def _finish_workflow(owned: bool) -> Any:
     cond = [workflows.c.workflow_id == bindparam("wid"), workflows.c.status == S.PENDING]
     if owned:
         cond.append(workflows.c.executor_id == bindparam("executor"))
-    return (
-        update(workflows)
-        .where(*cond)
-        .values(
-            status=bindparam("status"),
-            output=bindparam("output"),
-            error=bindparam("error"),
-            executor_id=None,
-            updated_at_ms=bindparam("now"),
-            completed_at_ms=bindparam("now"),
-        )
-    )
+    return update(workflows).where(*cond).values(**ended_values())
 
 
 def _step_checkpoint(dialect: Any) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,22 +15,6 @@ from celery_durable.store.hot import compile_statement
 from celery_durable.store.tables import steps, workflows
 from celery_durable.types import WorkflowStatusString as S
 from tests.store.test_store import step, uid, workflow
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    store = Store(normalize_url(db_url), retry_timeout=5.0)
-    upgrade(store.engine)
-    yield store
-    store.dispose()
-
-
-@pytest.fixture
-def pg_store(pg_url: str) -> Iterator[Store]:
-    store = Store(normalize_url(pg_url), retry_timeout=5.0)
-    upgrade(store.engine)
-    yield store
-    store.dispose()
 
 
 def backend_pid(store: Store, relaxed: bool = False) -> int:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.orm import Session
 
-from celery_durable.store import Store, head_revision, normalize_url, upgrade
+from celery_durable.store import Store, head_revision, upgrade
 from celery_durable.types import (
     ExecutorRecord,
     StepRecord,
@@ -21,14 +20,6 @@ from celery_durable.types import (
 
 S = WorkflowStatusString
 ITEMS_DDL = "CREATE TABLE IF NOT EXISTS store_test_items (item_id VARCHAR(64) PRIMARY KEY)"
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    store = Store(normalize_url(db_url), retry_timeout=5.0)
-    upgrade(store.engine)
-    yield store
-    store.dispose()
 
 
 def uid(prefix: str = "wf") -> str:
