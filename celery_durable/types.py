@@ -28,6 +28,14 @@ TERMINAL_STATUSES = frozenset(
 ACTIVE_STATUSES = frozenset({WorkflowStatusString.ENQUEUED, WorkflowStatusString.PENDING})
 
 
+class ResumeOutcome(StrEnum):
+    """What ``resume_workflow`` did."""
+
+    RESUMED = "RESUMED"  # re-enqueued from its first incomplete step
+    RUNNING = "RUNNING"  # left alone: a live executor still runs it (or a step of it)
+    FINISHED = "FINISHED"  # left alone: it ended SUCCESS or ERROR
+
+
 class StepStatus(NamedTuple):
     """What ``durable.step_status`` gives inside a step; ``current_attempt`` counts from 0."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ from celery.canvas import Signature, maybe_signature
 from celery.exceptions import Ignore
 from kombu.entity import Queue
 
+from ..errors import ConflictingWorkflowError
 from ..runtime.chains import ChainStepSpec, open_step, record_chain, run_chain_step
 from ..runtime.options import current_timeout, take_workflow_id
 from ..types import now_ms
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from .durable import Durable
     from .tasks import DurableTask
 
+log = logging.getLogger("celery_durable.chains")
 DURABLE_HEADER = "durable_workflow"
 STEP_HEADER = "durable_step"
 # per-signature options that are not kept in the stored signature: they are set on publish
@@ -113,10 +116,14 @@ def run_step_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any) 
         # sent without being recorded (send_task, a mixed chain): record it as a chain of one
         workflow_id, step_id = request.id, 0
         spec = ChainStepSpec(task.name, request.id, _stored(task.signature(args, kwargs)))
-        record_chain(
-            runtime, workflow_id, [spec],
-            max_recovery_attempts=task.durable.default_max_recovery_attempts,
-        )  # fmt: skip
+        try:
+            record_chain(
+                runtime, workflow_id, [spec],
+                max_recovery_attempts=task.durable.default_max_recovery_attempts,
+            )  # fmt: skip
+        except ConflictingWorkflowError as exc:
+            log.error("refused a message for %s[%s]: %s", task.name, request.id, exc)
+            raise Ignore() from None
     step_id = int(step_id)
     last = not request.chain
     outcome = run_chain_step(
@@ -140,6 +147,13 @@ def run_step_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any) 
             headers=durable_headers(workflow_id, step_id),
         )  # fmt: skip
         sig.apply_async()
+    if outcome.state == "refused":
+        log.error(
+            "refused a message for %s[%s]: step %s of workflow %r is recorded as another task",
+            task.name, request.id, step_id, workflow_id,
+        )  # fmt: skip
+    if outcome.state == "expired":
+        log.info("workflow %s passed its deadline: cancelled before step %s", workflow_id, step_id)
     if outcome.state == "error" and outcome.error is not None:
         step_retries_exhausted.send(
             sender=task, workflow_id=workflow_id, step_id=step_id, exc=outcome.error
@@ -159,12 +173,11 @@ def _next_link_looks_lost(task: DurableTask, workflow_id: str, step_id: int) -> 
     return waited_ms > task.durable.settings.enqueue_timeout * 1000
 
 
-def publish_open_step(durable: Durable, workflow_id: str, *, release: bool = False) -> bool:
+def publish_open_step(durable: Durable, workflow_id: str) -> bool:
     """Send the first unfinished step of a recorded chain again, built from the store alone.
 
-    A step leased by a live worker keeps its lease (the new message backs off) unless
-    ``release`` is set (an explicit resume). Every link keeps its recorded task id, so the
-    AsyncResults Celery handed out at start still resolve.
+    A step leased by a live worker keeps its lease (the new message backs off). Every link
+    keeps its recorded task id, so the AsyncResults Celery handed out at start still resolve.
     """
     found = open_step(durable.runtime, workflow_id)
     if found is None:
@@ -182,8 +195,6 @@ def publish_open_step(durable: Durable, workflow_id: str, *, release: bool = Fal
         if task_id:
             sig.options["task_id"] = task_id
         links.append(sig)
-    if release:
-        durable.runtime.store.release_step(workflow_id, step.step_id, {})
     options["declare"] = declare_for(durable.app, stored["task"], options)
     durable.app.send_task(
         stored["task"], args, stored.get("kwargs") or {},

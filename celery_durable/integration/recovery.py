@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from celery.exceptions import WorkerLostError
+from celery.exceptions import TimeLimitExceeded, WorkerLostError
 from celery.signals import task_failure
 
-from ..runtime.recovery import RecoveryReport, recover_now, sweep
+from ..runtime.recovery import RecoveryReport, recover_lost, sweep
 from ..store.recovery import DEAD_LETTERED
 from ..types import WorkflowRecord
 from .chains import DURABLE_HEADER, declare_for, durable_headers, publish_open_step
@@ -112,12 +112,13 @@ def install_sweep(durable: Durable) -> None:
 def _on_task_failure(
     sender: Any = None, task_id: str | None = None, exception: Any = None, **_: Any
 ) -> None:
-    """A pool process died under a live worker: that step crashed; recover its workflow now."""
-    if not isinstance(exception, WorkerLostError) or task_id is None:
+    """A pool process died under a live worker (lost, or killed by Celery's hard time limit):
+    that step crashed; recover its workflow now, counting a recovery attempt."""
+    if not isinstance(exception, WorkerLostError | TimeLimitExceeded) or task_id is None:
         return
     durable: Durable | None = getattr(getattr(sender, "app", None), "durable", None)
     kind = getattr(sender, "durable_kind", None)
-    if durable is None or kind is None:
+    if durable is None or kind is None or durable.worker_executor_id is None:
         return
     workflow_id: str | None = task_id
     if kind != "workflow":
@@ -125,7 +126,13 @@ def _on_task_failure(
         workflow_id = step.workflow_id if step is not None else None
     if workflow_id is None:
         return
-    recover_now(durable.runtime, workflow_id, lambda r: republish(durable, r), notifier(durable))
+    recover_lost(
+        durable.runtime,
+        workflow_id,
+        durable.worker_executor_id,
+        lambda r: republish(durable, r),
+        notifier(durable),
+    )
 
 
 def connect_recovery_signals() -> None:

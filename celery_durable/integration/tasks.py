@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ from .chains import DURABLE_HEADER, run_step_on_worker, start_chain
 
 if TYPE_CHECKING:
     from .durable import Durable
+
+log = logging.getLogger("celery_durable.tasks")
 
 
 class DurableTask(Task):  # type: ignore[misc]
@@ -93,11 +96,19 @@ class DurableTask(Task):  # type: ignore[misc]
             return run_step_on_worker(self, request, args, kwargs)
         runtime = self.durable.runtime
         workflow_id: str = request.id
-        outcome = execute(runtime, workflow_id, self.durable_body(), can_suspend=True)
+        outcome = execute(runtime, workflow_id, self.name, self.durable_body(), can_suspend=True)
         if outcome.state == "skipped" and outcome.record is None:
             # published without a row (send_task, apply()): record it, then run it
             record_start(runtime, self.start_request(workflow_id, args, kwargs))
-            outcome = execute(runtime, workflow_id, self.durable_body(), can_suspend=True)
+            outcome = execute(
+                runtime, workflow_id, self.name, self.durable_body(), can_suspend=True
+            )
+        if outcome.state == "skipped" and outcome.record and outcome.record.name != self.name:
+            # a message runs only as what it names: never another workflow's record
+            log.error(
+                "refused a message for %s[%s]: workflow %r is recorded as %r",
+                self.name, workflow_id, workflow_id, outcome.record.name,
+            )  # fmt: skip
         if outcome.state == "success":
             return outcome.value
         if outcome.state == "error" and outcome.error is not None:

@@ -6,9 +6,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConflictingWorkflowError, MaxStepRetriesExceeded
+from ..errors import ConflictingWorkflowError, MaxStepRetriesExceeded, WorkflowTimeoutError
 from ..policy import RetryPolicy
-from ..types import StepRecord, StepStatus, WorkflowRecord, WorkflowStatusString, now_ms
+from ..types import (
+    ACTIVE_STATUSES,
+    StepRecord,
+    StepStatus,
+    WorkflowRecord,
+    WorkflowStatusString,
+    now_ms,
+)
 from .context import WorkflowContext, sql_session, step_scope
 from .core import Runtime
 
@@ -31,7 +38,9 @@ class ChainOutcome:
 
     ``state``: success (ran and committed), done (had already finished: ``value`` is the
     stored output), retry (failed; run again after ``delay``), error (ended the chain),
-    busy (leased by a live executor, or the chain has ended) or missing (no such step).
+    busy (leased by a live executor, or the chain has ended), expired (its deadline passed:
+    the chain is now CANCELLED), refused (the step was recorded under another task name)
+    or missing (no such step).
     """
 
     state: str
@@ -79,16 +88,15 @@ def record_chain(
         )
         for i, spec in enumerate(specs)
     ]
-    if runtime.store.insert_chain(record, steps):
-        return record, True
-    existing = runtime.store.get_workflow(workflow_id)
-    if existing is None:
-        return record_chain(
-            runtime, workflow_id, specs, max_recovery_attempts=max_recovery_attempts
-        )
-    if existing.name != name:
-        raise ConflictingWorkflowError(workflow_id, existing.name, name)
-    return existing, False
+    for _ in range(3):  # an existing row may be deleted meanwhile (its publish failed)
+        if runtime.store.insert_chain(record, steps):
+            return record, True
+        existing = runtime.store.get_workflow(workflow_id)
+        if existing is not None:
+            if existing.name != name:
+                raise ConflictingWorkflowError(workflow_id, existing.name, name)
+            return existing, False
+    raise ConflictingWorkflowError(workflow_id, "(a workflow started and deleted meanwhile)", name)
 
 
 def run_chain_step(
@@ -108,10 +116,10 @@ def run_chain_step(
     """Lease the step, run one attempt, and commit its output (the next step is then due)."""
     executor_id = runtime.executor_id()
     claimed = runtime.store.claim_chain_step(
-        workflow_id, step_id, executor_id, runtime.stale_before_ms
+        workflow_id, step_id, name, executor_id, runtime.stale_before_ms
     )
     if claimed is None:
-        return _unclaimed(runtime, workflow_id, step_id)
+        return _not_claimed(runtime, workflow_id, step_id, name)
     attempt = claimed.attempts
     lease = claimed.lease_id or ""
     ser = runtime.serializer
@@ -161,6 +169,29 @@ def _run_transaction(
         )
 
     return runtime.store.run_transaction_step(body, finish, isolation_level)
+
+
+def _not_claimed(runtime: Runtime, workflow_id: str, step_id: int, name: str) -> ChainOutcome:
+    """Why a delivery could not lease its step; a chain past its deadline is cancelled here
+    (so a chain without a sweep still ends at its deadline)."""
+    record = runtime.store.get_step(workflow_id, step_id)
+    if record is not None and record.name != name:
+        return ChainOutcome("refused")
+    workflow = runtime.store.get_workflow(workflow_id)
+    if (
+        record is not None
+        and record.status != "SUCCESS"
+        and workflow is not None
+        and workflow.status in ACTIVE_STATUSES
+        and workflow.deadline_ms is not None
+        and workflow.deadline_ms < now_ms()
+    ):
+        error = runtime.serializer.dumps_exception(WorkflowTimeoutError(workflow_id))
+        runtime.store.set_status(
+            workflow_id, S.CANCELLED, only_from=list(ACTIVE_STATUSES), error=error, keep_owner=True
+        )
+        return ChainOutcome("expired")
+    return _unclaimed(runtime, workflow_id, step_id)
 
 
 def _unclaimed(runtime: Runtime, workflow_id: str, step_id: int) -> ChainOutcome:

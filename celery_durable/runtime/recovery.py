@@ -87,12 +87,13 @@ def sweep(
     return report
 
 
-def recover_now(
-    runtime: Runtime, workflow_id: str, publish: Publisher, notify: Notifier
+def recover_lost(
+    runtime: Runtime, workflow_id: str, executor_id: str, publish: Publisher, notify: Notifier
 ) -> RecoveryReport:
-    """Recover one workflow whose process died under a live worker (pool child lost)."""
+    """Recover the run of ``workflow_id`` whose process died under the live worker
+    ``executor_id`` (lost, or killed at its time limit): a crash, counting an attempt."""
     report = RecoveryReport()
-    found = runtime.store.recover_workflow(workflow_id, _dead_letter_error(runtime))
+    found = runtime.store.recover_lost(workflow_id, executor_id, _dead_letter_error(runtime))
     if found is not None:
         _handle(runtime, found[0], found[1], publish, notify, report)
     return report

@@ -13,7 +13,7 @@ from ..errors import (
     WorkflowTimeoutError,
 )
 from ..policy import RetryPolicy
-from ..types import StepRecord, StepStatus, now_ms
+from ..types import StepRecord, StepStatus, WorkflowStatusString, now_ms
 from .context import (
     SuspendWorkflow,
     WorkflowContext,
@@ -23,7 +23,12 @@ from .context import (
 )
 from .core import Runtime
 
+S = WorkflowStatusString
 SLEEP_STEP = "durable.sleep"
+# a checkpoint this recent stands for a status check before the next step (check_running)
+CONFIRMED_FOR_MS = 100
+# how often a sleep or a retry wait looks whether its workflow was cancelled
+CANCEL_POLL_SECONDS = 1.0
 
 
 def _replayed(runtime: Runtime, ctx: WorkflowContext, step_id: int, name: str) -> StepRecord | None:
@@ -39,9 +44,42 @@ def _stored_result(runtime: Runtime, record: StepRecord) -> Any:
     return runtime.serializer.loads(record.output, what=f"output of step {record.name!r}")
 
 
-def _check_deadline(ctx: WorkflowContext) -> None:
-    if ctx.deadline_ms is not None and now_ms() > ctx.deadline_ms:
+def check_running(runtime: Runtime, ctx: WorkflowContext) -> None:
+    """Before a step body starts (and while waiting): raise if the workflow passed its
+    deadline, or was cancelled or taken over since the store last confirmed this run.
+
+    The checkpoint of the step before confirms it (its INSERT requires the workflow to be
+    PENDING), so steps that follow one another read nothing: the status is read only when
+    more than ``CONFIRMED_FOR_MS`` passed since (a sleep, a retry wait, slow workflow code).
+    """
+    now = now_ms()
+    if ctx.deadline_ms is not None and now > ctx.deadline_ms:
         raise WorkflowTimeoutError(ctx.workflow_id)
+    if now - ctx.confirmed_ms <= CONFIRMED_FOR_MS:
+        return
+    record = runtime.store.get_workflow(ctx.workflow_id)
+    if record is None or record.status != S.PENDING or record.executor_id != ctx.executor_id:
+        raise WorkflowCancelledError(ctx.workflow_id)
+    ctx.confirmed_ms = now
+
+
+def wait(runtime: Runtime, ctx: WorkflowContext | None, seconds: float) -> None:
+    """Sleep ``seconds``; inside a workflow, stop at its deadline or when it is cancelled
+    (checked every ``CANCEL_POLL_SECONDS``)."""
+    until = time.monotonic() + seconds
+    while True:
+        remaining = until - time.monotonic()
+        if ctx is None:
+            if remaining > 0:
+                time.sleep(remaining)
+            return
+        check_running(runtime, ctx)
+        if remaining <= 0:
+            return
+        pause = min(remaining, CANCEL_POLL_SECONDS)
+        if ctx.deadline_ms is not None:  # wake at the deadline, not a poll later
+            pause = min(pause, max(0.0, (ctx.deadline_ms - now_ms()) / 1000 + 0.001))
+        time.sleep(pause)
 
 
 def _call(
@@ -78,7 +116,6 @@ def run_step(
     record = _replayed(runtime, ctx, step_id, name)
     if record is not None and record.status in ("SUCCESS", "ERROR"):
         return _stored_result(runtime, record)
-    _check_deadline(ctx)
     prior = [
         runtime.serializer.loads_exception(e) for e in (record.attempt_errors if record else ())
     ]
@@ -99,6 +136,8 @@ def _run_attempts(
     attempt = len(errors)
     started = now_ms()
     while True:
+        if ctx is not None:
+            check_running(runtime, ctx)
         try:
             result = _call(
                 ctx, StepStatus(step_id, attempt, policy.max_attempts), name, fn, args, kwargs
@@ -126,7 +165,7 @@ def _run_attempts(
                 and delay > runtime.settings.max_inline_retry_wait
             ):
                 raise SuspendWorkflow(delay) from None
-            time.sleep(delay)
+            wait(runtime, ctx, delay)
             continue
         if ctx is None:
             return result
@@ -154,6 +193,7 @@ def _checkpoint_output(
         completed_at_ms=now_ms(),
     )
     if runtime.store.record_step(record):
+        ctx.confirmed_ms = record.completed_at_ms or 0
         return result
     return _recorded_elsewhere(runtime, ctx, step_id)
 
@@ -208,7 +248,7 @@ def run_transaction(
         record = _replayed(runtime, ctx, step_id, name)
         if record is not None and record.status in ("SUCCESS", "ERROR"):
             return _stored_result(runtime, record)
-        _check_deadline(ctx)
+        check_running(runtime, ctx)
     started = now_ms()
     status = StepStatus(step_id, 0, 1)
 
@@ -240,13 +280,17 @@ def run_transaction(
         if ctx is not None:
             _checkpoint_error(runtime, ctx, step_id, name, exc, 1, started)
         raise
-    if committed or ctx is None:
+    if ctx is None:
+        return result
+    if committed:
+        ctx.confirmed_ms = now_ms()
         return result
     return _recorded_elsewhere(runtime, ctx, step_id)
 
 
 def durable_sleep(runtime: Runtime, seconds: float) -> None:
-    """Sleep whose wake-up time is recorded: a replay sleeps only what is left."""
+    """Sleep whose wake-up time is recorded: a replay sleeps only what is left. Ends early,
+    raising, when the workflow is cancelled or passes its deadline."""
     ctx = current_workflow()
     if ctx is None or ctx.in_step:
         time.sleep(seconds)
@@ -256,7 +300,9 @@ def durable_sleep(runtime: Runtime, seconds: float) -> None:
     if record is not None and record.status == "SUCCESS":
         wake_at = float(runtime.serializer.loads(record.output))
     else:
+        check_running(runtime, ctx)
         wake_at = time.time() + seconds
+        now = now_ms()
         recorded = runtime.store.record_step(
             StepRecord(
                 workflow_id=ctx.workflow_id,
@@ -264,13 +310,13 @@ def durable_sleep(runtime: Runtime, seconds: float) -> None:
                 name=SLEEP_STEP,
                 status="SUCCESS",
                 output=runtime.serializer.dumps(wake_at),
-                started_at_ms=now_ms(),
-                completed_at_ms=now_ms(),
+                started_at_ms=now,
+                completed_at_ms=now,
                 attempts=1,
             )
         )
-        if not recorded:
+        if recorded:
+            ctx.confirmed_ms = now
+        else:
             wake_at = float(_recorded_elsewhere(runtime, ctx, step_id))
-    remaining = wake_at - time.time()
-    if remaining > 0:
-        time.sleep(remaining)
+    wait(runtime, ctx, wake_at - time.time())

@@ -43,9 +43,10 @@ class ChainQueries(StoreBase):
         return self._read("get_step", run)
 
     def claim_chain_step(
-        self, workflow_id: str, step_id: int, executor_id: str, stale_before_ms: int
+        self, workflow_id: str, step_id: int, name: str, executor_id: str, stale_before_ms: int
     ) -> StepRecord | None:
-        """Lease a step to ``executor_id`` unless a live executor holds it or it has ended.
+        """Lease a step to ``executor_id`` unless a live executor holds it, it has ended, its
+        chain has ended or passed its deadline, or it was recorded under another ``name``.
 
         Also marks an ENQUEUED workflow PENDING. Returns the leased step (its name,
         attempts so far and lease id), or None.
@@ -54,6 +55,7 @@ class ChainQueries(StoreBase):
         params = {
             "wid": workflow_id,
             "sid": step_id,
+            "name": name,
             "executor": executor_id,
             "lease": lease,
             "stale": stale_before_ms,
@@ -188,19 +190,6 @@ class ChainQueries(StoreBase):
 
         return self._read("first_open_step", run)
 
-    def release_step(self, workflow_id: str, step_id: int, values: dict[str, Any]) -> None:
-        """Put an open step back to PENDING (resume, recovery) so any worker may lease it."""
-        stmt = (
-            update(steps)
-            .where(
-                steps.c.workflow_id == workflow_id,
-                steps.c.step_id == step_id,
-                steps.c.status.in_(list(OPEN)),
-            )
-            .values(status="PENDING", executor_id=None, lease_id=None, **values)
-        )
-        self._write1("release_step", lambda c: c.execute(stmt))
-
 
 def _complete_params(
     workflow_id: str, step_id: int, lease_id: str, output: str, attempts: int
@@ -234,14 +223,19 @@ def _build_statements() -> tuple[Any, Any, Any, Any]:
     live = select(executors.c.executor_id).where(
         executors.c.last_heartbeat_ms >= bindparam("stale"), executors.c.status == "RUNNING"
     )
+    # no step starts once its chain has ended or passed its deadline
     workflow_active = exists().where(
-        workflows.c.workflow_id == wid, one_of(workflows.c.status, S.ENQUEUED, S.PENDING)
+        workflows.c.workflow_id == wid,
+        one_of(workflows.c.status, S.ENQUEUED, S.PENDING),
+        or_(workflows.c.deadline_ms.is_(None), workflows.c.deadline_ms >= bindparam("now")),
     )
     claim = (
         update(steps)
         .where(
             steps.c.workflow_id == wid,
             steps.c.step_id == sid,
+            # a message runs only as the step it names (see integration/chains.py)
+            steps.c.name == bindparam("name"),
             or_(
                 one_of(steps.c.status, "PENDING", "RETRYING"),
                 and_(

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, case, delete, select, update
 from sqlalchemy.orm import Session
 
 from ..types import (
+    TERMINAL_STATUSES,
     ExecutorRecord,
     StepRecord,
     WorkflowRecord,
@@ -60,16 +61,17 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
         return self._read("get_workflow", run)
 
     def claim_workflow(
-        self, workflow_id: str, executor_id: str, stale_before_ms: int
+        self, workflow_id: str, name: str, executor_id: str, stale_before_ms: int
     ) -> WorkflowRecord | None:
         """Make ``executor_id`` the owner when the workflow is ENQUEUED or its owner is gone.
 
-        Returns the updated row, or None when someone live owns it, it has ended, or it is
-        waiting out a scheduled retry.
+        Returns the updated row, or None when someone live owns it, it has ended, it is
+        waiting out a scheduled retry, or it was recorded under another ``name``.
         """
         now = now_ms()
         params = {
             "wid": workflow_id,
+            "name": name,
             "executor": executor_id,
             "stale": stale_before_ms,
             "now": now,
@@ -107,21 +109,48 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
         only_from: Sequence[str] | None = None,
         error: str | None = None,
         executor_id: str | None = None,
+        keep_owner: bool = False,
     ) -> bool:
-        """Set a status (optionally only from given statuses); clears the owner."""
+        """Set a status (optionally only from given statuses); clears the owner unless
+        ``keep_owner`` (a cancelled run may still be inside a step: see release_workflow)."""
         now = now_ms()
         cond = [workflows.c.workflow_id == workflow_id]
         if only_from is not None:
             cond.append(workflows.c.status.in_(list(only_from)))
         if executor_id is not None:
             cond.append(workflows.c.executor_id == executor_id)
-        values: dict[str, Any] = {"status": status, "executor_id": None, "updated_at_ms": now}
+        values: dict[str, Any] = {"status": status, "updated_at_ms": now}
+        if not keep_owner:
+            values["executor_id"] = None
         if error is not None:
             values["error"] = error
-        if status in (S.ERROR, S.CANCELLED, S.SUCCESS, S.MAX_RECOVERY_ATTEMPTS_EXCEEDED):
+        if status in TERMINAL_STATUSES:
             values["completed_at_ms"] = now
         stmt = update(workflows).where(*cond).values(**values)
         return self._write1("set_status", lambda c: c.execute(stmt).rowcount == 1)
+
+    def release_workflow(self, workflow_id: str, executor_id: str, run: int) -> bool:
+        """A run ends without finishing its workflow (interrupted, cancelled, superseded):
+        give up ownership. Still PENDING, it becomes ENQUEUED, so a direct re-call or the
+        sweep takes it over; an ended one keeps its status."""
+        stmt = (
+            update(workflows)
+            .where(
+                workflows.c.workflow_id == workflow_id,
+                workflows.c.executor_id == executor_id,
+                # a worker's pool processes share its executor id: the run number tells
+                # this run from a later claim of the same workflow on the same worker
+                workflows.c.run_count == run,
+            )
+            .values(
+                executor_id=None,
+                status=case(
+                    (workflows.c.status == S.PENDING, S.ENQUEUED), else_=workflows.c.status
+                ),
+                updated_at_ms=now_ms(),
+            )
+        )
+        return self._write1("release_workflow", lambda c: c.execute(stmt).rowcount == 1)
 
     def suspend_workflow(self, workflow_id: str, executor_id: str, wake_at_ms: int) -> bool:
         """Give up ownership until ``wake_at_ms`` (a long retry wait); the row says when."""
@@ -137,29 +166,6 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
             )
         )
         return self._write1("suspend_workflow", lambda c: c.execute(stmt).rowcount == 1)
-
-    def reenqueue_workflow(self, workflow_id: str, *, reset_attempts: bool = False) -> bool:
-        """Mark an unfinished (or, with reset, dead-lettered/cancelled) workflow ENQUEUED again.
-
-        Each re-enqueue counts one recovery attempt; ``reset_attempts`` starts the count anew.
-        """
-        allowed = [S.ENQUEUED, S.PENDING]
-        if reset_attempts:
-            allowed += [S.CANCELLED, S.MAX_RECOVERY_ATTEMPTS_EXCEEDED]
-        attempts = 1 if reset_attempts else workflows.c.recovery_attempts + 1
-        stmt = (
-            update(workflows)
-            .where(workflows.c.workflow_id == workflow_id, workflows.c.status.in_(allowed))
-            .values(
-                status=S.ENQUEUED,
-                executor_id=None,
-                recovery_attempts=attempts,
-                wake_at_ms=None,
-                completed_at_ms=None,
-                updated_at_ms=now_ms(),
-            )
-        )
-        return self._write1("reenqueue_workflow", lambda c: c.execute(stmt).rowcount == 1)
 
     def delete_workflow(self, workflow_id: str) -> None:
         """Remove a workflow and its steps (used when its first publish failed)."""
