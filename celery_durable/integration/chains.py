@@ -13,9 +13,15 @@ from celery.exceptions import Ignore
 from kombu.entity import Queue
 
 from ..errors import ConflictingWorkflowError
-from ..runtime.chains import ChainStepSpec, open_step, record_chain, run_chain_step
+from ..runtime.chains import (
+    ChainStepSpec,
+    next_link_looks_lost,
+    open_step,
+    record_chain,
+    run_chain_step,
+)
 from ..runtime.options import current_timeout, take_workflow_id
-from ..types import now_ms
+from ..types import ChainOutcome, WorkflowKind
 from .signals import step_checkpointed, step_retries_exhausted, step_retrying
 
 if TYPE_CHECKING:
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("celery_durable.chains")
 DURABLE_HEADER = "durable_workflow"
 STEP_HEADER = "durable_step"
+STEP_KINDS = (WorkflowKind.STEP, WorkflowKind.TRANSACTION)
 # per-signature options that are not kept in the stored signature: they are set on publish
 _TRANSIENT = ("chain", "headers", "task_id", "root_id", "parent_id")
 
@@ -39,10 +46,8 @@ def durable_headers(workflow_id: str, step_id: int | None = None) -> dict[str, A
 
 def _is_durable_step(app: Any, sig: Any) -> bool:
     task = app.tasks.get(sig.get("task")) if isinstance(sig, dict) else None
-    return getattr(sig, "subtask_type", None) is None and getattr(task, "durable_kind", None) in (
-        "step",
-        "transaction",
-    )
+    kind = getattr(task, "durable_kind", None)
+    return getattr(sig, "subtask_type", None) is None and kind in STEP_KINDS
 
 
 def _stored(sig: Signature) -> dict[str, Any]:
@@ -129,48 +134,41 @@ def run_step_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any) 
     outcome = run_chain_step(
         runtime, workflow_id, step_id, task.name, task.run, tuple(args), dict(kwargs),
         policy=task.durable_policy, last=last,
-        transaction=task.durable_kind == "transaction",
+        transaction=task.durable_kind == WorkflowKind.TRANSACTION,
         isolation_level=task.durable_isolation_level,
     )  # fmt: skip
-    if outcome.state == "success":
+    if outcome.outcome == ChainOutcome.SUCCESS:
         step_checkpointed.send(sender=task, workflow_id=workflow_id, step_id=step_id)
         return outcome.value
-    if outcome.state == "done" and not last and _next_link_looks_lost(task, workflow_id, step_id):
+    if (
+        outcome.outcome == ChainOutcome.DONE
+        and not last
+        and next_link_looks_lost(runtime, workflow_id, step_id)
+    ):
         return outcome.value  # Celery sends the next link again
-    if outcome.state == "retry":
+    if outcome.outcome == ChainOutcome.RETRY:
         step_retrying.send(
             sender=task, workflow_id=workflow_id, step_id=step_id,
-            attempt=getattr(task.request, "retries", 0), delay=outcome.delay, exc=outcome.error,
+            attempt=outcome.attempt, delay=outcome.delay, exc=outcome.error,
         )  # fmt: skip
         sig = task.signature_from_request(
             request, args, kwargs, countdown=outcome.delay,
             headers=durable_headers(workflow_id, step_id),
         )  # fmt: skip
         sig.apply_async()
-    if outcome.state == "refused":
+    if outcome.outcome == ChainOutcome.REFUSED:
         log.error(
             "refused a message for %s[%s]: step %s of workflow %r is recorded as another task",
             task.name, request.id, step_id, workflow_id,
         )  # fmt: skip
-    if outcome.state == "expired":
+    if outcome.outcome == ChainOutcome.EXPIRED:
         log.info("workflow %s passed its deadline: cancelled before step %s", workflow_id, step_id)
-    if outcome.state == "error" and outcome.error is not None:
+    if outcome.outcome == ChainOutcome.ERROR and outcome.error is not None:
         step_retries_exhausted.send(
             sender=task, workflow_id=workflow_id, step_id=step_id, exc=outcome.error
         )
         raise outcome.error
     raise Ignore()
-
-
-def _next_link_looks_lost(task: DurableTask, workflow_id: str, step_id: int) -> bool:
-    """A finished step delivered again: was the next link never started, long enough after
-    this step's commit that its message counts as lost? (Not just queued behind others.)"""
-    store = task.durable.runtime.store
-    done, following = store.get_step(workflow_id, step_id), store.get_step(workflow_id, step_id + 1)
-    if done is None or following is None or following.status != "PENDING":
-        return False
-    waited_ms = now_ms() - (done.completed_at_ms or 0)
-    return waited_ms > task.durable.settings.enqueue_timeout * 1000
 
 
 def publish_open_step(durable: Durable, workflow_id: str) -> bool:

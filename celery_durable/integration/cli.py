@@ -21,7 +21,7 @@ from kombu.exceptions import OperationalError
 
 from ..errors import DurableError, NonExistentWorkflow
 from ..runtime.recovery import RecoveryReport
-from ..types import ResumeOutcome, StepInfo, WorkflowStatus, WorkflowStatusString
+from ..types import ResumeOutcome, StepInfo, WorkflowState, WorkflowStatus
 from .durable import Durable
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -260,7 +260,7 @@ def migrate(ctx: click.Context, revision: str, as_json: bool) -> None:
     "statuses",
     cls=CeleryOption,
     multiple=True,
-    type=click.Choice([s.value for s in WorkflowStatusString], case_sensitive=False),
+    type=click.Choice([s.value for s in WorkflowState], case_sensitive=False),
     help_group="Filter Options",
     help="Only workflows in this status (repeatable).",
 )
@@ -330,7 +330,7 @@ def cancel(ctx: click.Context, workflow_id: str, as_json: bool) -> None:
     d = get_durable(ctx)
     d.cancel_workflow(workflow_id)
     wf = existing(d, workflow_id)
-    done = "cancelled" if wf.status == WorkflowStatusString.CANCELLED else "left as it is"
+    done = "cancelled" if wf.status == WorkflowState.CANCELLED else "left as it is"
     emit(as_json, wf, lambda: after(f"workflow {workflow_id}: {done}", wf))
 
 

@@ -26,8 +26,9 @@ from ..types import (
     ResumeOutcome,
     StepInfo,
     StepStatus,
+    WorkflowKind,
+    WorkflowState,
     WorkflowStatus,
-    WorkflowStatusString,
 )
 from .chains import DurableChain
 from .recovery import connect_recovery_signals, install_sweep, republish, run_sweep
@@ -36,7 +37,6 @@ from .signals import workflow_recovered
 from .tasks import DurableTask
 from .worker import DurableHeartbeat, connect_signals
 
-S = WorkflowStatusString
 _TASK_OPTION_DEFAULTS = {"shared": False}
 
 
@@ -87,6 +87,7 @@ class Durable:
                             max_inline_retry_wait=s.max_inline_retry_wait,
                             poll_interval=s.result_poll_interval,
                             default_max_recovery_attempts=s.default_max_recovery_attempts,
+                            enqueue_timeout=s.enqueue_timeout,
                         ),
                     )
                     if s.auto_migrate and not self._migrated:
@@ -124,7 +125,7 @@ class Durable:
             raise ValueError("max_recovery_attempts must be >= 0 or None")
 
         def decorate(fn: Callable[..., Any]) -> Any:
-            attrs = {"durable_kind": "workflow", "durable_max_recovery_attempts": limit}
+            attrs = {"durable_kind": WorkflowKind.WORKFLOW, "durable_max_recovery_attempts": limit}
             return self._task(fn, attrs, {"name": name, **task_options} if name else task_options)
 
         return decorate
@@ -151,7 +152,7 @@ class Durable:
         )
 
         def decorate(fn: Callable[..., Any]) -> Any:
-            attrs = {"durable_kind": "step", "durable_policy": policy}
+            attrs = {"durable_kind": WorkflowKind.STEP, "durable_policy": policy}
             return self._task(fn, attrs, {"name": name, **task_options} if name else task_options)
 
         return decorate
@@ -165,7 +166,10 @@ class Durable:
             raise ValueError(f"isolation_level must be one of {sorted(a for a in allowed if a)}")
 
         def decorate(fn: Callable[..., Any]) -> Any:
-            attrs = {"durable_kind": "transaction", "durable_isolation_level": isolation_level}
+            attrs = {
+                "durable_kind": WorkflowKind.TRANSACTION,
+                "durable_isolation_level": isolation_level,
+            }
             return self._task(fn, attrs, {"name": name, **task_options} if name else task_options)
 
         return decorate
@@ -280,7 +284,10 @@ class Durable:
         if self.store.get_workflow(workflow_id) is None:
             raise NonExistentWorkflow(workflow_id)
         self.store.set_status(
-            workflow_id, S.CANCELLED, only_from=[S.ENQUEUED, S.PENDING], keep_owner=True
+            workflow_id,
+            WorkflowState.CANCELLED,
+            only_from=[WorkflowState.ENQUEUED, WorkflowState.PENDING],
+            keep_owner=True,
         )
 
     def publish_existing(self, workflow_id: str, countdown: float | None = None) -> None:
@@ -311,14 +318,16 @@ class Durable:
         record = self.store.get_workflow(workflow_id)
         if record is None:
             return
-        if record.kind == "chain":
+        if record.kind == WorkflowKind.CHAIN:
             step = self.store.get_step(workflow_id, step_id or 0)
             if step is None or step.name != name:
                 return
         elif record.name != name:
             return
         error = self.runtime.serializer.dumps_exception(UnknownWorkflowError(name))
-        self.store.set_status(workflow_id, S.ERROR, only_from=list(ACTIVE_STATUSES), error=error)
+        self.store.set_status(
+            workflow_id, WorkflowState.ERROR, only_from=list(ACTIVE_STATUSES), error=error
+        )
 
     # worker executor -----------------------------------------------------
     def attach_worker_executor(self) -> str:

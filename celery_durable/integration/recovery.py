@@ -9,9 +9,8 @@ from celery.exceptions import TimeLimitExceeded, WorkerLostError
 from celery.signals import task_failure
 
 from ..runtime.recovery import RecoveryReport, recover_lost, sweep
-from ..store.recovery import DEAD_LETTERED
-from ..types import WorkflowRecord
-from .chains import DURABLE_HEADER, declare_for, durable_headers, publish_open_step
+from ..types import RecoveryAction, WorkflowKind, WorkflowRecord
+from .chains import declare_for, durable_headers, publish_open_step
 from .settings import read_settings
 from .signals import workflow_dead_lettered, workflow_recovered
 
@@ -46,15 +45,16 @@ def publish_workflow(
 
 def republish(durable: Durable, record: WorkflowRecord, countdown: float | None = None) -> None:
     """Send a recorded workflow again: a chain's first open step, or the workflow's message."""
-    if record.kind == "chain":
+    if record.kind == WorkflowKind.CHAIN:
         publish_open_step(durable, record.workflow_id)
     else:
         publish_workflow(durable, record.workflow_id, countdown, record=record)
 
 
 def notifier(durable: Durable) -> Any:
-    def notify(action: str, record: WorkflowRecord) -> None:
-        signal = workflow_dead_lettered if action == DEAD_LETTERED else workflow_recovered
+    def notify(action: RecoveryAction, record: WorkflowRecord) -> None:
+        dead = action == RecoveryAction.DEAD_LETTERED
+        signal = workflow_dead_lettered if dead else workflow_recovered
         signal.send(
             sender=durable,
             workflow_id=record.workflow_id,
@@ -121,7 +121,7 @@ def _on_task_failure(
     if durable is None or kind is None or durable.worker_executor_id is None:
         return
     workflow_id: str | None = task_id
-    if kind != "workflow":
+    if kind != WorkflowKind.WORKFLOW:
         step = durable.store.find_step_by_task_id(task_id)
         workflow_id = step.workflow_id if step is not None else None
     if workflow_id is None:
@@ -137,6 +137,3 @@ def _on_task_failure(
 
 def connect_recovery_signals() -> None:
     task_failure.connect(_on_task_failure, weak=False, dispatch_uid="celery_durable.lost_child")
-
-
-__all__ = ["DURABLE_HEADER", "connect_recovery_signals", "install_sweep", "run_sweep"]

@@ -8,14 +8,12 @@ from typing import TYPE_CHECKING, Any
 from celery import bootsteps
 from celery.signals import task_unknown, worker_init, worker_shutdown
 
-from ..types import WorkflowStatusString
 from .chains import DURABLE_HEADER, STEP_HEADER
 
 if TYPE_CHECKING:
     from .durable import Durable
 
 log = logging.getLogger("celery_durable.worker")
-S = WorkflowStatusString
 
 
 def _durable_of(app: Any) -> Durable | None:

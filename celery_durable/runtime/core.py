@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..serialization import Serializer
 from ..store import Store
-from ..types import ExecutorRecord, now_ms
+from ..types import ExecutorRecord, ExecutorState
 from .executor import Heartbeat, new_executor_id
 
 log = logging.getLogger("celery_durable")
@@ -23,8 +23,9 @@ class RuntimeSettings:
     executor_timeout: float = 15.0
     heartbeat_interval: float = 2.0
     max_inline_retry_wait: float = 5.0
-    poll_interval: float = 0.05
+    poll_interval: float = 0.5
     default_max_recovery_attempts: int | None = 100
+    enqueue_timeout: float = 30.0
 
 
 class Runtime:
@@ -32,6 +33,7 @@ class Runtime:
 
     def __init__(self, store: Store, serializer: Serializer, settings: RuntimeSettings) -> None:
         self.store = store
+        self.clock = store.clock  # one clock for what is stored and for every wait
         self.serializer = serializer
         self.settings = settings
         self._executor_id: str | None = None
@@ -44,7 +46,7 @@ class Runtime:
     @property
     def stale_before_ms(self) -> int:
         """Heartbeats older than this mean the executor is gone."""
-        return now_ms() - int(self.settings.executor_timeout * 1000)
+        return self.clock.now_ms() - int(self.settings.executor_timeout * 1000)
 
     def set_executor(self, executor_id: str, *, inherited: bool = False) -> None:
         """Adopt an executor id; ``inherited`` ones (a worker's) hold in forked children too."""
@@ -56,7 +58,7 @@ class Runtime:
         return new_executor_id()
 
     def register_executor(self, executor_id: str) -> None:
-        now = now_ms()
+        now = self.clock.now_ms()
         self.store.register_executor(
             ExecutorRecord(
                 executor_id=executor_id,
@@ -64,7 +66,7 @@ class Runtime:
                 pid=os.getpid(),
                 started_at_ms=now,
                 last_heartbeat_ms=now,
-                status="RUNNING",
+                status=ExecutorState.RUNNING,
             )
         )
 

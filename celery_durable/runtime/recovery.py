@@ -6,8 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import MaxRecoveryAttemptsExceeded, WorkflowTimeoutError
-from ..store.recovery import DEAD_LETTERED, RECOVERED
-from ..types import WorkflowRecord, now_ms
+from ..types import RecoveryAction, WorkflowRecord
 from .core import Runtime, log
 
 
@@ -22,7 +21,7 @@ class RecoveryReport:
 
 
 Publisher = Callable[[WorkflowRecord], None]
-Notifier = Callable[[str, WorkflowRecord], None]
+Notifier = Callable[[RecoveryAction, WorkflowRecord], None]
 
 
 def _dead_letter_error(runtime: Runtime) -> Callable[[WorkflowRecord], str]:
@@ -36,17 +35,17 @@ def _dead_letter_error(runtime: Runtime) -> Callable[[WorkflowRecord], str]:
 def _handle(
     runtime: Runtime,
     record: WorkflowRecord,
-    action: str,
+    action: RecoveryAction,
     publish: Publisher,
     notify: Notifier,
     report: RecoveryReport,
 ) -> None:
-    if action == DEAD_LETTERED:
+    if action == RecoveryAction.DEAD_LETTERED:
         report.dead_lettered.append(record.workflow_id)
         log.error(
             "%s", MaxRecoveryAttemptsExceeded(record.workflow_id, record.max_recovery_attempts or 0)
         )
-        notify(DEAD_LETTERED, record)
+        notify(action, record)
         return
     try:
         publish(record)
@@ -55,7 +54,7 @@ def _handle(
         report.publish_failed.append(record.workflow_id)
         return
     report.recovered.append(record.workflow_id)
-    notify(RECOVERED, record)
+    notify(action, record)
 
 
 def sweep(
@@ -69,7 +68,7 @@ def sweep(
 ) -> RecoveryReport:
     """One run: cancel expired workflows, then move stalled ones on, batch by batch."""
     report = RecoveryReport()
-    now = now_ms()
+    now = runtime.clock.now_ms()
 
     def timeout_error(workflow_id: str) -> str:
         return runtime.serializer.dumps_exception(WorkflowTimeoutError(workflow_id))

@@ -7,11 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConflictingWorkflowError, WorkflowCancelledError, WorkflowTimeoutError
-from ..types import TERMINAL_STATUSES, WorkflowRecord, WorkflowStatusString, now_ms
+from ..types import (
+    TERMINAL_STATUSES,
+    RunOutcome,
+    WorkflowKind,
+    WorkflowRecord,
+    WorkflowState,
+)
 from .context import SuspendWorkflow, WorkflowContext, workflow_context
 from .core import Runtime, log
-
-S = WorkflowStatusString
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,7 @@ class StartRequest:
     name: str
     args: Sequence[Any] = ()
     kwargs: Mapping[str, Any] | None = None
-    kind: str = "workflow"
+    kind: str = WorkflowKind.WORKFLOW
     queue: str | None = None
     max_recovery_attempts: int | None = None
     timeout: float | None = None
@@ -30,9 +34,10 @@ class StartRequest:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one execution attempt ended: ``state`` is success, error, suspended or skipped."""
+    """How one run ended (see ``RunOutcome``), with its value or error, the delay of a
+    suspension, and the workflow's row."""
 
-    state: str
+    state: RunOutcome
     value: Any = None
     error: BaseException | None = None
     delay: float = 0.0
@@ -67,11 +72,11 @@ def record_start(
     name raises ConflictingWorkflowError; an existing one of the same name is returned.
     """
     inputs = encode_inputs(runtime, request)
-    now = now_ms()
+    now = runtime.clock.now_ms()
     record = WorkflowRecord(
         workflow_id=request.workflow_id,
         name=request.name,
-        status=S.PENDING if executor_id else S.ENQUEUED,
+        status=WorkflowState.PENDING if executor_id else WorkflowState.ENQUEUED,
         kind=request.kind,
         inputs=inputs,
         executor_id=executor_id,
@@ -110,7 +115,7 @@ def execute(
     )
     if record is None:
         current = runtime.store.get_workflow(workflow_id)
-        return Outcome("skipped", record=current)
+        return Outcome(RunOutcome.SKIPPED, record=current)
     ctx = WorkflowContext(
         workflow_id=workflow_id,
         name=record.name,
@@ -118,35 +123,37 @@ def execute(
         deadline_ms=record.deadline_ms,
         can_suspend=can_suspend,
         run=record.run_count,
-        confirmed_ms=now_ms(),
+        confirmed_ms=runtime.clock.now_ms(),
     )
     try:
         value = _run_body(runtime, ctx, record, fn)
     except SuspendWorkflow as suspend:
-        wake_at = now_ms() + int(suspend.delay * 1000)
+        wake_at = runtime.clock.now_ms() + int(suspend.delay * 1000)
         runtime.store.suspend_workflow(workflow_id, executor_id, wake_at)
-        return Outcome("suspended", delay=suspend.delay, record=record)
+        return Outcome(RunOutcome.SUSPENDED, delay=suspend.delay, record=record)
     except WorkflowCancelledError as exc:  # cancelled (or taken over) while it ran
         _give_up(runtime, ctx)
-        return Outcome("error", error=exc, record=record)
+        return Outcome(RunOutcome.ERROR, error=exc, record=record)
     except WorkflowTimeoutError as exc:
         error = runtime.serializer.dumps_exception(exc)
-        runtime.store.set_status(workflow_id, S.CANCELLED, only_from=[S.PENDING], error=error)
+        runtime.store.set_status(
+            workflow_id, WorkflowState.CANCELLED, only_from=[WorkflowState.PENDING], error=error
+        )
         _give_up(runtime, ctx)  # the sweep may have cancelled it first, keeping the owner
-        return Outcome("error", error=exc, record=record)
+        return Outcome(RunOutcome.ERROR, error=exc, record=record)
     except Exception as exc:
-        _finish(runtime, ctx, S.ERROR, error=runtime.serializer.dumps_exception(exc))
-        return Outcome("error", error=exc, record=record)
+        _finish(runtime, ctx, WorkflowState.ERROR, error=runtime.serializer.dumps_exception(exc))
+        return Outcome(RunOutcome.ERROR, error=exc, record=record)
     except BaseException:  # interrupted (KeyboardInterrupt, SystemExit): others take over
         _give_up(runtime, ctx)
         raise
     try:
         output = runtime.serializer.dumps(value, what=f"the result of workflow {record.name!r}")
     except Exception as exc:
-        _finish(runtime, ctx, S.ERROR, error=runtime.serializer.dumps_exception(exc))
-        return Outcome("error", error=exc, record=record)
-    _finish(runtime, ctx, S.SUCCESS, output=output)
-    return Outcome("success", value=value, record=record)
+        _finish(runtime, ctx, WorkflowState.ERROR, error=runtime.serializer.dumps_exception(exc))
+        return Outcome(RunOutcome.ERROR, error=exc, record=record)
+    _finish(runtime, ctx, WorkflowState.SUCCESS, output=output)
+    return Outcome(RunOutcome.SUCCESS, value=value, record=record)
 
 
 def _run_body(
@@ -158,10 +165,10 @@ def _run_body(
         args, kwargs = decode_inputs(runtime, record)
         if record.run_count > 1:
             ctx.replay = runtime.store.load_steps(ctx.workflow_id)
-        if ctx.deadline_ms is not None and now_ms() > ctx.deadline_ms:
+        if ctx.deadline_ms is not None and runtime.clock.now_ms() > ctx.deadline_ms:
             raise WorkflowTimeoutError(ctx.workflow_id)
         value = fn(*args, **kwargs)
-        if ctx.deadline_ms is not None and now_ms() > ctx.deadline_ms:
+        if ctx.deadline_ms is not None and runtime.clock.now_ms() > ctx.deadline_ms:
             raise WorkflowTimeoutError(ctx.workflow_id)  # a timeout cancels, even at the end
         return value
     finally:
@@ -199,8 +206,8 @@ def run_direct(runtime: Runtime, request: StartRequest, fn: Callable[..., Any]) 
     outcome = execute(
         runtime, request.workflow_id, request.name, fn, can_suspend=False, claimed=claimed
     )
-    if outcome.state == "success":
+    if outcome.state == RunOutcome.SUCCESS:
         return outcome.value
-    if outcome.state == "error" and outcome.error is not None:
+    if outcome.state == RunOutcome.ERROR and outcome.error is not None:
         raise outcome.error
     return WorkflowHandle(runtime, request.workflow_id).get_result()

@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Dialect, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..types import StepRecord, now_ms
+from ..clock import SYSTEM_CLOCK, Clock
+from ..types import StepRecord
 from .engine import make_engine, with_retries
 from .hot import HotPath, HotResult, HotTransaction
 from .statements import STEP_CHECKPOINT
@@ -22,8 +23,16 @@ T = TypeVar("T")
 class StoreBase:
     """One database: engine (re-created after fork), retried reads and writes."""
 
-    def __init__(self, url: str, *, retry_timeout: float = 60.0, pool_size: int = 5) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        retry_timeout: float = 60.0,
+        pool_size: int = 5,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.url = url
+        self.clock = clock
         self.retry_timeout = retry_timeout
         self.pool_size = pool_size
         self._engine: Engine | None = None
@@ -150,7 +159,7 @@ class StoreBase:
                 attempt=attempt,
                 name=name,
                 error=error,
-                created_at_ms=now_ms(),
+                created_at_ms=self.clock.now_ms(),
             )
             .on_conflict_do_nothing()
         )

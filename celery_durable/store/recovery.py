@@ -9,20 +9,23 @@ from sqlalchemy import Connection, and_, exists, or_, select, update
 
 from ..types import (
     ACTIVE_STATUSES,
+    FINISHED_STATUSES,
+    ExecutorState,
+    RecoveryAction,
     ResumeOutcome,
     StepRecord,
+    StepState,
+    WorkflowKind,
     WorkflowRecord,
-    WorkflowStatusString,
-    now_ms,
+    WorkflowState,
 )
 from .base import StoreBase
 from .tables import executors, steps, workflows
 
-S = WorkflowStatusString
-RECOVERED = "recovered"
-DEAD_LETTERED = "dead_lettered"
+CHAIN = WorkflowKind.CHAIN
+
 # chain steps a resume puts back to PENDING: leased (by a dead executor), or due later
-_LEASED_OR_DUE = ("RUNNING", "RETRYING")
+_LEASED_OR_DUE = (StepState.RUNNING, StepState.RETRYING)
 
 
 Gone = Callable[[Any], Any]  # an executor id column -> "that executor is gone" (SQL)
@@ -37,7 +40,8 @@ class RecoveryQueries(StoreBase):
 
     def _live(self, stale_before_ms: int) -> Any:
         return select(executors.c.executor_id).where(
-            executors.c.last_heartbeat_ms >= stale_before_ms, executors.c.status == "RUNNING"
+            executors.c.last_heartbeat_ms >= stale_before_ms,
+            executors.c.status == ExecutorState.RUNNING,
         )
 
     def _dead(self, stale_before_ms: int) -> Gone:
@@ -49,11 +53,13 @@ class RecoveryQueries(StoreBase):
         (a code workflow PENDING under it, or a chain with a step RUNNING under it)."""
         s = steps.alias("r")
         step_gone = exists().where(
-            s.c.workflow_id == w.c.workflow_id, s.c.status == "RUNNING", gone(s.c.executor_id)
+            s.c.workflow_id == w.c.workflow_id,
+            s.c.status == StepState.RUNNING,
+            gone(s.c.executor_id),
         )
         return or_(
-            and_(w.c.kind != "chain", w.c.status == S.PENDING, gone(w.c.executor_id)),
-            and_(w.c.kind == "chain", w.c.status.in_(list(ACTIVE_STATUSES)), step_gone),
+            and_(w.c.kind != CHAIN, w.c.status == WorkflowState.PENDING, gone(w.c.executor_id)),
+            and_(w.c.kind == CHAIN, w.c.status.in_(list(ACTIVE_STATUSES)), step_gone),
         )
 
     def _stalled(self, stale_before_ms: int, lost_before_ms: int) -> Any:
@@ -61,14 +67,14 @@ class RecoveryQueries(StoreBase):
         s = steps.alias("s")
         p = steps.alias("p")
         code_lost = and_(
-            w.c.kind != "chain",
-            w.c.status == S.ENQUEUED,
+            w.c.kind != CHAIN,
+            w.c.status == WorkflowState.ENQUEUED,
             w.c.updated_at_ms < lost_before_ms,
             or_(w.c.wake_at_ms.is_(None), w.c.wake_at_ms < lost_before_ms),
         )
         retry_lost = exists().where(
             s.c.workflow_id == w.c.workflow_id,
-            s.c.status == "RETRYING",
+            s.c.status == StepState.RETRYING,
             s.c.due_at_ms < lost_before_ms,
         )
         next_lost = exists(
@@ -78,16 +84,16 @@ class RecoveryQueries(StoreBase):
             )
             .where(
                 s.c.workflow_id == w.c.workflow_id,
-                s.c.status == "PENDING",
-                p.c.status == "SUCCESS",
+                s.c.status == StepState.PENDING,
+                p.c.status == StepState.SUCCESS,
                 p.c.completed_at_ms < lost_before_ms,
             )
         )
         first_lost = exists().where(
-            s.c.workflow_id == w.c.workflow_id, s.c.step_id == 0, s.c.status == "PENDING"
+            s.c.workflow_id == w.c.workflow_id, s.c.step_id == 0, s.c.status == StepState.PENDING
         )
         chain_lost = and_(
-            w.c.kind == "chain",
+            w.c.kind == CHAIN,
             w.c.updated_at_ms < lost_before_ms,
             or_(retry_lost, next_lost, first_lost),
         )
@@ -98,7 +104,7 @@ class RecoveryQueries(StoreBase):
 
     def claim_stalled(
         self, stale_before_ms: int, lost_before_ms: int, limit: int, error: Any
-    ) -> list[tuple[WorkflowRecord, str]]:
+    ) -> list[tuple[WorkflowRecord, RecoveryAction]]:
         """Lock up to ``limit`` stalled workflows (skipping rows others hold) and move each on.
 
         Under its limit a workflow becomes ENQUEUED (a chain's step held by a gone executor
@@ -114,7 +120,7 @@ class RecoveryQueries(StoreBase):
         )
         gone = self._dead(stale_before_ms)
 
-        def run(conn: Connection) -> list[tuple[WorkflowRecord, str]]:
+        def run(conn: Connection) -> list[tuple[WorkflowRecord, RecoveryAction]]:
             found = [WorkflowRecord(**r) for r in conn.execute(stmt).mappings()]
             return [(r, self._move_on(conn, r, error, gone)) for r in found]
 
@@ -122,7 +128,7 @@ class RecoveryQueries(StoreBase):
 
     def recover_lost(
         self, workflow_id: str, executor_id: str, error: Any
-    ) -> tuple[WorkflowRecord, str] | None:
+    ) -> tuple[WorkflowRecord, RecoveryAction] | None:
         """A pool process of the live worker ``executor_id`` died (lost, or killed at its
         time limit) while it ran this workflow: treat that run as crashed now.
 
@@ -137,7 +143,7 @@ class RecoveryQueries(StoreBase):
             .with_for_update(of=workflows)
         )
 
-        def run(conn: Connection) -> tuple[WorkflowRecord, str] | None:
+        def run(conn: Connection) -> tuple[WorkflowRecord, RecoveryAction] | None:
             row = conn.execute(stmt).mappings().first()
             if row is None:
                 return None
@@ -146,11 +152,13 @@ class RecoveryQueries(StoreBase):
 
         return self._write("recover_lost", run)
 
-    def _move_on(self, conn: Connection, record: WorkflowRecord, error: Any, gone: Gone) -> str:
+    def _move_on(
+        self, conn: Connection, record: WorkflowRecord, error: Any, gone: Gone
+    ) -> RecoveryAction:
         """Dead-letter or re-enqueue a locked workflow. Only a chain step whose executor is
         ``gone`` is released: a step a live worker claimed since the sweep looked stays
         leased."""
-        now = now_ms()
+        now = self.clock.now_ms()
         limit = record.max_recovery_attempts
         where = workflows.c.workflow_id == record.workflow_id
         # only a crash counts a recovery attempt (its owner died while it ran): re-sending a
@@ -162,36 +170,36 @@ class RecoveryQueries(StoreBase):
                 update(workflows)
                 .where(where)
                 .values(
-                    status=S.MAX_RECOVERY_ATTEMPTS_EXCEEDED,
+                    status=WorkflowState.MAX_RECOVERY_ATTEMPTS_EXCEEDED,
                     error=error(record),
                     executor_id=None,
                     updated_at_ms=now,
                     completed_at_ms=now,
                 )
             )
-            return DEAD_LETTERED
+            return RecoveryAction.DEAD_LETTERED
         conn.execute(
             update(workflows)
             .where(where)
             .values(
-                status=S.ENQUEUED,
+                status=WorkflowState.ENQUEUED,
                 executor_id=None,
                 recovery_attempts=workflows.c.recovery_attempts + int(counts),
                 wake_at_ms=None,
                 updated_at_ms=now,
             )
         )
-        if record.kind == "chain":
+        if record.kind == CHAIN:
             conn.execute(
                 update(steps)
                 .where(
                     steps.c.workflow_id == record.workflow_id,
-                    steps.c.status == "RUNNING",
+                    steps.c.status == StepState.RUNNING,
                     gone(steps.c.executor_id),
                 )
-                .values(status="PENDING", executor_id=None, lease_id=None)
+                .values(status=StepState.PENDING, executor_id=None, lease_id=None)
             )
-        return RECOVERED
+        return RecoveryAction.RECOVERED
 
     def resume_workflow(
         self, workflow_id: str, stale_before_ms: int
@@ -210,7 +218,7 @@ class RecoveryQueries(StoreBase):
             if row is None:
                 return None
             record = WorkflowRecord(**row)
-            if record.status in (S.SUCCESS, S.ERROR):
+            if record.status in FINISHED_STATUSES:
                 return record, ResumeOutcome.FINISHED
             if self._owner_live(conn, record, stale_before_ms):
                 return record, ResumeOutcome.RUNNING
@@ -221,18 +229,18 @@ class RecoveryQueries(StoreBase):
                 update(workflows)
                 .where(workflows.c.workflow_id == workflow_id)
                 .values(
-                    status=S.ENQUEUED,
+                    status=WorkflowState.ENQUEUED,
                     executor_id=None,
                     wake_at_ms=None,
                     completed_at_ms=None,
-                    updated_at_ms=now_ms(),
+                    updated_at_ms=self.clock.now_ms(),
                     **values,
                 )
             )
             conn.execute(
                 update(steps)
                 .where(steps.c.workflow_id == workflow_id, steps.c.status.in_(_LEASED_OR_DUE))
-                .values(status="PENDING", executor_id=None, lease_id=None, due_at_ms=None)
+                .values(status=StepState.PENDING, executor_id=None, lease_id=None, due_at_ms=None)
             )
             return record, ResumeOutcome.RESUMED
 
@@ -241,14 +249,14 @@ class RecoveryQueries(StoreBase):
     def _owner_live(self, conn: Connection, record: WorkflowRecord, stale: int) -> bool:
         """Does a live executor still run it: the workflow (code) or a step (chain)?"""
         live = self._live(stale)
-        if record.kind != "chain":
+        if record.kind != CHAIN:
             if record.executor_id is None:
                 return False
             found = live.where(executors.c.executor_id == record.executor_id)
             return conn.execute(found).first() is not None
         running = select(steps.c.step_id).where(
             steps.c.workflow_id == record.workflow_id,
-            steps.c.status == "RUNNING",
+            steps.c.status == StepState.RUNNING,
             steps.c.executor_id.in_(live),
         )
         return conn.execute(running.limit(1)).first() is not None
@@ -258,7 +266,7 @@ class RecoveryQueries(StoreBase):
         stmt = (
             select(workflows.c.workflow_id)
             .where(
-                workflows.c.status.in_([S.ENQUEUED, S.PENDING]),
+                workflows.c.status.in_([WorkflowState.ENQUEUED, WorkflowState.PENDING]),
                 workflows.c.deadline_ms.is_not(None),
                 workflows.c.deadline_ms < now,
             )
@@ -275,7 +283,7 @@ class RecoveryQueries(StoreBase):
                     .values(
                         # the owner is kept: a run inside a step body gives it up at its
                         # next checkpoint, and resume_workflow waits for that
-                        status=S.CANCELLED,
+                        status=WorkflowState.CANCELLED,
                         error=error(wid),
                         updated_at_ms=now,
                         completed_at_ms=now,

@@ -11,10 +11,12 @@ from sqlalchemy.orm import Session
 from ..types import (
     TERMINAL_STATUSES,
     ExecutorRecord,
+    ExecutorState,
     StepRecord,
+    StepState,
+    WorkflowKind,
     WorkflowRecord,
-    WorkflowStatusString,
-    now_ms,
+    WorkflowState,
 )
 from .base import StoreBase
 from .chains import HOT_STATEMENTS as CHAIN_HOT_STATEMENTS
@@ -31,7 +33,6 @@ from .statements import (
 from .tables import executors, step_errors, steps, workflows
 
 T = TypeVar("T")
-S = WorkflowStatusString
 
 
 class _AlreadyRecorded(Exception):
@@ -68,7 +69,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
         Returns the updated row, or None when someone live owns it, it has ended, it is
         waiting out a scheduled retry, or it was recorded under another ``name``.
         """
-        now = now_ms()
+        now = self.clock.now_ms()
         params = {
             "wid": workflow_id,
             "name": name,
@@ -96,7 +97,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
             "status": status,
             "output": output,
             "error": error,
-            "now": now_ms(),
+            "now": self.clock.now_ms(),
         }
         stmt = FINISH_ANY if executor_id is None else FINISH_OWNED
         return self._hot("finish_workflow", stmt, params).rowcount == 1
@@ -113,7 +114,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
     ) -> bool:
         """Set a status (optionally only from given statuses); clears the owner unless
         ``keep_owner`` (a cancelled run may still be inside a step: see release_workflow)."""
-        now = now_ms()
+        now = self.clock.now_ms()
         cond = [workflows.c.workflow_id == workflow_id]
         if only_from is not None:
             cond.append(workflows.c.status.in_(list(only_from)))
@@ -145,9 +146,10 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
             .values(
                 executor_id=None,
                 status=case(
-                    (workflows.c.status == S.PENDING, S.ENQUEUED), else_=workflows.c.status
+                    (workflows.c.status == WorkflowState.PENDING, WorkflowState.ENQUEUED),
+                    else_=workflows.c.status,
                 ),
-                updated_at_ms=now_ms(),
+                updated_at_ms=self.clock.now_ms(),
             )
         )
         return self._write1("release_workflow", lambda c: c.execute(stmt).rowcount == 1)
@@ -158,11 +160,14 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
             update(workflows)
             .where(
                 workflows.c.workflow_id == workflow_id,
-                workflows.c.status == S.PENDING,
+                workflows.c.status == WorkflowState.PENDING,
                 workflows.c.executor_id == executor_id,
             )
             .values(
-                status=S.ENQUEUED, executor_id=None, wake_at_ms=wake_at_ms, updated_at_ms=now_ms()
+                status=WorkflowState.ENQUEUED,
+                executor_id=None,
+                wake_at_ms=wake_at_ms,
+                updated_at_ms=self.clock.now_ms(),
             )
         )
         return self._write1("suspend_workflow", lambda c: c.execute(stmt).rowcount == 1)
@@ -190,14 +195,14 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
                 .mappings()
                 .one()
             )
-            now = now_ms()
-            chain = src["kind"] == "chain"
+            now = self.clock.now_ms()
+            chain = src["kind"] == WorkflowKind.CHAIN
             conn.execute(
                 workflows.insert().values(
                     {
                         **src,
                         "workflow_id": new_id,
-                        "status": S.ENQUEUED,
+                        "status": WorkflowState.ENQUEUED,
                         "output": None,
                         "error": None,
                         "executor_id": None,
@@ -219,8 +224,9 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
                     if not chain:
                         continue
                     values.update(
-                        status="PENDING", output=None, error=None, attempts=0, due_at_ms=None,
-                        started_at_ms=None, completed_at_ms=None, task_id=str(uuid.uuid4()),
+                        status=StepState.PENDING, output=None, error=None, attempts=0,
+                        due_at_ms=None, started_at_ms=None, completed_at_ms=None,
+                        task_id=str(uuid.uuid4()),
                     )  # fmt: skip
                 conn.execute(steps.insert().values(values))
 
@@ -281,7 +287,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
                         workflow_id=workflow_id,
                         step_id=step_id,
                         name=names[step_id],
-                        status="RETRYING",
+                        status=StepState.RETRYING,
                         attempts=len(errs),
                         attempt_errors=tuple(errs),
                     )
@@ -347,7 +353,10 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
         stmt = self._insert(executors).values(**values)
         stmt = stmt.on_conflict_do_update(
             index_elements=["executor_id"],
-            set_={"last_heartbeat_ms": values["last_heartbeat_ms"], "status": "RUNNING"},
+            set_={
+                "last_heartbeat_ms": values["last_heartbeat_ms"],
+                "status": ExecutorState.RUNNING,
+            },
         )
         self._write1("register_executor", lambda c: c.execute(stmt))
 
@@ -356,7 +365,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
         stmt = (
             update(executors)
             .where(executors.c.executor_id == executor_id)
-            .values(last_heartbeat_ms=now_ms())
+            .values(last_heartbeat_ms=self.clock.now_ms())
         )
         with self.engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(stmt)
@@ -368,7 +377,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
             conn.execute(
                 update(executors)
                 .where(executors.c.executor_id == executor_id)
-                .values(status="STOPPED", last_heartbeat_ms=now_ms())
+                .values(status=ExecutorState.STOPPED, last_heartbeat_ms=self.clock.now_ms())
             )
 
         self._write1("stop_executor", run)

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.orm import Session
 
+from celery_durable.clock import SYSTEM_CLOCK
 from celery_durable.store import Store, head_revision, upgrade
 from celery_durable.types import (
     ExecutorRecord,
@@ -16,11 +17,13 @@ from celery_durable.types import (
     StepRecord,
     WorkflowRecord,
     WorkflowStatusString,
-    now_ms,
 )
 
 S = WorkflowStatusString
 ITEMS_DDL = "CREATE TABLE IF NOT EXISTS store_test_items (item_id VARCHAR(64) PRIMARY KEY)"
+
+
+now_ms = SYSTEM_CLOCK.now_ms
 
 
 def uid(prefix: str = "wf") -> str:
@@ -47,7 +50,11 @@ def workflow(store: Store, status: str = S.ENQUEUED, **fields: Any) -> WorkflowR
 def step(
     workflow_id: str, step_id: int, name: str = "tests.store.step", **fields: Any
 ) -> StepRecord:
-    values: dict[str, Any] = {"status": "SUCCESS", "output": '"out"', "completed_at_ms": now_ms()}
+    values: dict[str, Any] = {
+        "status": "SUCCESS",
+        "output": '"out"',
+        "completed_at_ms": now_ms(),
+    }
     return StepRecord(workflow_id, step_id, name, **{**values, **fields})
 
 
