@@ -19,7 +19,8 @@ from ..runtime.logs import make_logger
 from ..runtime.recovery import RecoveryReport
 from ..runtime.steps import durable_sleep
 from ..serialization import Serializer
-from ..store import Store, normalize_url, upgrade
+from ..store import Store, normalize_url
+from ..store.interface import DurableStore
 from ..store.engine import with_retries
 from ..types import (
     ACTIVE_STATUSES,
@@ -92,7 +93,7 @@ class Durable:
                     )
                     if s.auto_migrate and not self._migrated:
                         with_retries(
-                            lambda: upgrade(store.engine),
+                            store.migrate,
                             timeout=s.db_retry_timeout,
                             what="schema migration",
                         )
@@ -101,12 +102,12 @@ class Durable:
         return self._runtime
 
     @property
-    def store(self) -> Store:
+    def store(self) -> DurableStore:
         return self.runtime.store
 
     def migrate(self, revision: str = "head") -> str | None:
         """Bring the durable schema up to date (also ``celery -A proj durable migrate``)."""
-        rev = upgrade(self.runtime.store.engine, revision)
+        rev = self.runtime.store.migrate(revision)
         self._migrated = True
         return rev
 

@@ -56,7 +56,7 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     if durable.settings.auto_migrate:
         durable.migrate()
     try:  # compiled once here, inherited by the pool's processes
-        durable.runtime.store.warm_hot_path()
+        durable.runtime.store.prepare()
     except Exception as exc:  # each process compiles on first use instead
         log.warning("could not prepare the durable store's statements: %s", exc)
 

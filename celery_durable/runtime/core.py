@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass
 
 from ..serialization import Serializer
-from ..store import Store
+from ..store.interface import DurableStore
 from ..types import ExecutorRecord, ExecutorState
 from .executor import Heartbeat, new_executor_id
 
@@ -31,7 +31,9 @@ class RuntimeSettings:
 class Runtime:
     """Everything a workflow or step execution needs, shared by one Durable object."""
 
-    def __init__(self, store: Store, serializer: Serializer, settings: RuntimeSettings) -> None:
+    def __init__(
+        self, store: DurableStore, serializer: Serializer, settings: RuntimeSettings
+    ) -> None:
         self.store = store
         self.clock = store.clock  # one clock for what is stored and for every wait
         self.serializer = serializer

@@ -32,7 +32,7 @@ def _dead_letter_error(runtime: Runtime) -> Callable[[WorkflowRecord], str]:
     return error
 
 
-def _handle(
+def _follow_up(
     runtime: Runtime,
     record: WorkflowRecord,
     action: RecoveryAction,
@@ -80,7 +80,7 @@ def sweep(
             runtime.stale_before_ms, lost_before, batch_size, _dead_letter_error(runtime)
         )
         for record, action in found:
-            _handle(runtime, record, action, publish, notify, report)
+            _follow_up(runtime, record, action, publish, notify, report)
         if len(found) < batch_size:
             break
     return report
@@ -94,5 +94,5 @@ def recover_lost(
     report = RecoveryReport()
     found = runtime.store.recover_lost(workflow_id, executor_id, _dead_letter_error(runtime))
     if found is not None:
-        _handle(runtime, found[0], found[1], publish, notify, report)
+        _follow_up(runtime, found[0], found[1], publish, notify, report)
     return report

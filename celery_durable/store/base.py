@@ -45,7 +45,7 @@ class StoreBase:
             dialect=self._initialized_dialect,
             begin_sql="BEGIN" if postgres else "BEGIN IMMEDIATE",
             # a lease lost in a server crash is harmless: the step is simply free again
-            relaxed_setup="SET synchronous_commit TO off" if postgres else None,
+            async_commit_setup="SET synchronous_commit TO off" if postgres else None,
             max_idle=pool_size,
         )
 
@@ -105,14 +105,14 @@ class StoreBase:
         return with_retries(attempt, timeout=self.retry_timeout, what=what)
 
     def _hot(
-        self, what: str, stmt: Any, params: dict[str, Any], *, relaxed: bool = False
+        self, what: str, stmt: Any, params: dict[str, Any], *, async_commit: bool = False
     ) -> HotResult:
         """One prebuilt statement on the hot path (autocommit), retried like any write.
 
-        ``relaxed``: the commit need not reach the disk before returning (see hot.py).
+        ``async_commit``: the commit need not reach the disk before returning (see hot.py).
         """
         return with_retries(
-            lambda: self.hot.execute(stmt, params, relaxed=relaxed),
+            lambda: self.hot.execute(stmt, params, async_commit=async_commit),
             timeout=self.retry_timeout,
             what=what,
         )
@@ -126,7 +126,7 @@ class StoreBase:
 
         return with_retries(attempt, timeout=self.retry_timeout, what=what)
 
-    def _write1(self, what: str, fn: Callable[[Connection], T]) -> T:
+    def _autocommit(self, what: str, fn: Callable[[Connection], T]) -> T:
         """A write that is one statement (or idempotent ones): autocommit, one round trip."""
         return self._read(what, fn)
 

@@ -61,11 +61,11 @@ class ChainQueries(StoreBase):
         # Relaxed commits: a lease lost in a database crash only frees the step again (its
         # completion, a durable commit, checks the lease), and any later durable commit
         # flushes this one to disk with it.
-        row = self._hot("claim_chain_step", _CLAIM, params, relaxed=True).first()
+        row = self._hot("claim_chain_step", _CLAIM, params, async_commit=True).first()
         if row is None:
             return None
         if row["workflow_status"] == WorkflowState.ENQUEUED:  # first step, or after recovery
-            self._hot("claim_chain_step", _MARK_RUNNING, params, relaxed=True)
+            self._hot("claim_chain_step", _MARK_RUNNING, params, async_commit=True)
         return StepRecord(
             workflow_id=workflow_id,
             step_id=step_id,

@@ -122,7 +122,7 @@ class RecoveryQueries(StoreBase):
 
         def run(conn: Connection) -> list[tuple[WorkflowRecord, RecoveryAction]]:
             found = [WorkflowRecord(**r) for r in conn.execute(stmt).mappings()]
-            return [(r, self._move_on(conn, r, error, gone)) for r in found]
+            return [(r, self._recover_or_dead_letter(conn, r, error, gone)) for r in found]
 
         return self._write("claim_stalled", run)
 
@@ -148,11 +148,11 @@ class RecoveryQueries(StoreBase):
             if row is None:
                 return None
             record = WorkflowRecord(**row)
-            return record, self._move_on(conn, record, error, gone)
+            return record, self._recover_or_dead_letter(conn, record, error, gone)
 
         return self._write("recover_lost", run)
 
-    def _move_on(
+    def _recover_or_dead_letter(
         self, conn: Connection, record: WorkflowRecord, error: Any, gone: Gone
     ) -> RecoveryAction:
         """Dead-letter or re-enqueue a locked workflow. Only a chain step whose executor is

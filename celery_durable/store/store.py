@@ -22,6 +22,7 @@ from .base import StoreBase
 from .chains import HOT_STATEMENTS as CHAIN_HOT_STATEMENTS
 from .chains import ChainQueries
 from .engine import is_serialization_failure, is_transient, with_retries
+from .migrate import upgrade
 from .recovery import RecoveryQueries
 from .statements import (
     CLAIM_WORKFLOW,
@@ -42,9 +43,17 @@ class _AlreadyRecorded(Exception):
 class Store(RecoveryQueries, ChainQueries, StoreBase):
     """Narrow data access for the runtime; knows nothing of Celery."""
 
-    def warm_hot_path(self) -> None:
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.hot.register(*hot_statements(self.dialect), *CHAIN_HOT_STATEMENTS)
+
+    def migrate(self, revision: str = "head") -> str | None:
+        """Create or upgrade the schema (Alembic, under a lock on Postgres)."""
+        return upgrade(self.engine, revision)
+
+    def prepare(self) -> None:
         """Compile every hot-path statement now (a worker, before it forks its pool)."""
-        self.hot.warm([*hot_statements(self.dialect), *CHAIN_HOT_STATEMENTS])
+        self.hot.warm()
 
     # workflows ----------------------------------------------------------
     def insert_workflow(self, record: WorkflowRecord) -> bool:
@@ -128,7 +137,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
         if status in TERMINAL_STATUSES:
             values["completed_at_ms"] = now
         stmt = update(workflows).where(*cond).values(**values)
-        return self._write1("set_status", lambda c: c.execute(stmt).rowcount == 1)
+        return self._autocommit("set_status", lambda c: c.execute(stmt).rowcount == 1)
 
     def release_workflow(self, workflow_id: str, executor_id: str, run: int) -> bool:
         """A run ends without finishing its workflow (interrupted, cancelled, superseded):
@@ -152,7 +161,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
                 updated_at_ms=self.clock.now_ms(),
             )
         )
-        return self._write1("release_workflow", lambda c: c.execute(stmt).rowcount == 1)
+        return self._autocommit("release_workflow", lambda c: c.execute(stmt).rowcount == 1)
 
     def suspend_workflow(self, workflow_id: str, executor_id: str, wake_at_ms: int) -> bool:
         """Give up ownership until ``wake_at_ms`` (a long retry wait); the row says when."""
@@ -170,7 +179,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
                 updated_at_ms=self.clock.now_ms(),
             )
         )
-        return self._write1("suspend_workflow", lambda c: c.execute(stmt).rowcount == 1)
+        return self._autocommit("suspend_workflow", lambda c: c.execute(stmt).rowcount == 1)
 
     def delete_workflow(self, workflow_id: str) -> None:
         """Remove a workflow and its steps (used when its first publish failed)."""
@@ -303,7 +312,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
     def record_step_error(
         self, workflow_id: str, step_id: int, attempt: int, name: str, error: str
     ) -> None:
-        self._write1(
+        self._autocommit(
             "record_step_error",
             lambda c: self.insert_attempt_error(c, workflow_id, step_id, attempt, name, error),
         )
@@ -358,7 +367,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
                 "status": ExecutorState.RUNNING,
             },
         )
-        self._write1("register_executor", lambda c: c.execute(stmt))
+        self._autocommit("register_executor", lambda c: c.execute(stmt))
 
     def heartbeat(self, executor_id: str) -> None:
         """One attempt, no retry: the caller beats again on its next tick."""
@@ -380,7 +389,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
                 .values(status=ExecutorState.STOPPED, last_heartbeat_ms=self.clock.now_ms())
             )
 
-        self._write1("stop_executor", run)
+        self._autocommit("stop_executor", run)
 
     def get_executor(self, executor_id: str) -> ExecutorRecord | None:
         stmt = select(executors).where(executors.c.executor_id == executor_id)
