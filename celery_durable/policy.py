@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, MaxStepRetriesExceeded
 
 
 class RetryPolicy(BaseModel):
@@ -53,6 +55,40 @@ class RetryPolicy(BaseModel):
         if self.dont_retry_on and isinstance(exc, self.dont_retry_on):
             return False
         return attempt + 1 < self.max_attempts
+
+    def decide(
+        self,
+        step_name: str,
+        exc: Exception,
+        attempt: int,
+        errors: Callable[[], Sequence[BaseException]],
+    ) -> Retry | Fail:
+        """What follows attempt ``attempt`` (0-based) failing with ``exc``: another attempt
+        after a delay, or the error the step ends with. ``errors()`` gives every attempt's
+        error so far, this one last; it is called only when retries are exhausted.
+
+        A ``dont_retry_on`` error, or any error of a step without retries, ends the step as
+        it is; exhausted retries end it with ``MaxStepRetriesExceeded`` carrying them all.
+        """
+        if self.should_retry(exc, attempt):
+            return Retry(self.delay(attempt + 1))
+        if self.retries == 0 or (self.dont_retry_on and isinstance(exc, self.dont_retry_on)):
+            return Fail(exc)
+        return Fail(MaxStepRetriesExceeded(step_name, self.retries, errors()))
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Run the step again after ``delay`` seconds."""
+
+    delay: float
+
+
+@dataclass(frozen=True)
+class Fail:
+    """The step ends: it raises ``error`` (the attempt's own, or MaxStepRetriesExceeded)."""
+
+    error: Exception
 
 
 def retry_delay(

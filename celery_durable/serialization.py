@@ -6,28 +6,20 @@ import base64
 import builtins
 import importlib
 import pickle
-from typing import Any
-
-from kombu.utils import json as _kjson
+from typing import Any, Protocol
 
 from .errors import CorruptedRowError, RemoteError, SerializationError
 
 _EXC_KEY = "__durable_exc__"
 
 
-class _Json:
-    """kombu's JSON (knows datetime, UUID, Decimal, ...), typed."""
+class JsonCodec(Protocol):
+    """The JSON dialect stored text is written in (the integration layer gives kombu's,
+    which knows datetime, UUID and Decimal)."""
 
-    @staticmethod
-    def dumps(value: Any) -> str:
-        return str(_kjson.dumps(value))  # type: ignore[no-untyped-call]
+    def dumps(self, value: Any) -> str: ...
 
-    @staticmethod
-    def loads(text: str) -> Any:
-        return _kjson.loads(text)  # type: ignore[no-untyped-call]
-
-
-kjson = _Json
+    def loads(self, text: str) -> Any: ...
 
 
 def _qualname(cls: type) -> str:
@@ -48,9 +40,10 @@ def _import_class(path: str) -> type[BaseException] | None:
 class Serializer:
     """Encodes inputs, outputs and errors as text; ``name`` is ``"json"`` or ``"pickle"``."""
 
-    def __init__(self, name: str = "json") -> None:
+    def __init__(self, codec: JsonCodec, name: str = "json") -> None:
         if name not in ("json", "pickle"):
             raise SerializationError(f"unknown durable serializer {name!r} (json or pickle)")
+        self.codec = codec
         self.name = name
 
     # values -------------------------------------------------------------
@@ -59,7 +52,7 @@ class Serializer:
         try:
             if self.name == "pickle":
                 return base64.b64encode(pickle.dumps(value)).decode("ascii")
-            return kjson.dumps(value)
+            return self.codec.dumps(value)
         except Exception as exc:
             raise SerializationError(
                 f"cannot serialize {what} with the {self.name!r} serializer: "
@@ -72,7 +65,7 @@ class Serializer:
         try:
             if self.name == "pickle" and not text.lstrip().startswith(("{", "[", '"')):
                 return pickle.loads(base64.b64decode(text.encode("ascii")))
-            return kjson.loads(text)
+            return self.codec.loads(text)
         except Exception as exc:
             raise CorruptedRowError(what, f"{type(exc).__name__}: {exc}") from exc
 
@@ -83,7 +76,7 @@ class Serializer:
                 return base64.b64encode(pickle.dumps(exc)).decode("ascii")
             except Exception:
                 pass  # fall back to the portable JSON form
-        return kjson.dumps(_encode_exc(exc))
+        return self.codec.dumps(_encode_exc(exc, self.codec))
 
     def loads_exception(self, text: str) -> BaseException:
         stripped = text.lstrip()
@@ -98,7 +91,7 @@ class Serializer:
                 return obj
             raise CorruptedRowError("error", f"not an exception: {obj!r}")
         try:
-            data = kjson.loads(text)
+            data = self.codec.loads(text)
         except Exception as exc:
             raise CorruptedRowError("error", f"{type(exc).__name__}: {exc}") from exc
         if not isinstance(data, dict) or "type" not in data:
@@ -106,24 +99,24 @@ class Serializer:
         return _decode_exc(data)
 
 
-def _encode_arg(value: Any) -> Any:
+def _encode_arg(value: Any, codec: JsonCodec) -> Any:
     if isinstance(value, BaseException):
-        return {_EXC_KEY: _encode_exc(value)}
+        return {_EXC_KEY: _encode_exc(value, codec)}
     if isinstance(value, list | tuple):
-        return [_encode_arg(v) for v in value]
+        return [_encode_arg(v, codec) for v in value]
     try:
-        kjson.dumps(value)
+        codec.dumps(value)
     except Exception:
         return repr(value)
     return value
 
 
-def _encode_exc(exc: BaseException) -> dict[str, Any]:
+def _encode_exc(exc: BaseException, codec: JsonCodec) -> dict[str, Any]:
     args: list[Any] | None
     try:
         reduced = exc.__reduce__()
         raw_args = reduced[1] if isinstance(reduced, tuple) and len(reduced) > 1 else exc.args
-        args = [_encode_arg(a) for a in raw_args]
+        args = [_encode_arg(a, codec) for a in raw_args]
     except Exception:
         args = None
     return {"type": _qualname(type(exc)), "message": str(exc), "args": args}

@@ -7,22 +7,20 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from celery import Task, chain, signature
+from celery import Task, chain
 from celery.canvas import Signature, maybe_signature
 from celery.exceptions import Ignore
-from kombu.entity import Queue
 
 from ..errors import ConflictingWorkflowError
 from ..runtime.chains import (
     ChainStepSpec,
     next_link_looks_lost,
-    open_step,
     record_chain,
     run_chain_step,
 )
 from ..runtime.options import current_timeout, take_workflow_id
 from ..types import ChainOutcome, WorkflowKind
-from .signals import step_checkpointed, step_retries_exhausted, step_retrying
+from .publisher import DURABLE_HEADER, STEP_HEADER, durable_headers
 
 if TYPE_CHECKING:
     from ..runtime.handle import WorkflowHandle
@@ -30,18 +28,9 @@ if TYPE_CHECKING:
     from .tasks import DurableTask
 
 log = logging.getLogger("celery_durable.chains")
-DURABLE_HEADER = "durable_workflow"
-STEP_HEADER = "durable_step"
 STEP_KINDS = (WorkflowKind.STEP, WorkflowKind.TRANSACTION)
 # per-signature options that are not kept in the stored signature: they are set on publish
 _TRANSIENT = ("chain", "headers", "task_id", "root_id", "parent_id")
-
-
-def durable_headers(workflow_id: str, step_id: int | None = None) -> dict[str, Any]:
-    headers: dict[str, Any] = {DURABLE_HEADER: workflow_id}
-    if step_id is not None:
-        headers[STEP_HEADER] = step_id
-    return headers
 
 
 def _is_durable_step(app: Any, sig: Any) -> bool:
@@ -96,7 +85,7 @@ def start_chain(
         runtime,
         workflow_id,
         specs,
-        max_recovery_attempts=task.durable.default_max_recovery_attempts,
+        max_recovery_attempts=runtime.settings.default_max_recovery_attempts,
         timeout=current_timeout(),
     )
     if not created:
@@ -124,7 +113,7 @@ def run_step_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any) 
         try:
             record_chain(
                 runtime, workflow_id, [spec],
-                max_recovery_attempts=task.durable.default_max_recovery_attempts,
+                max_recovery_attempts=runtime.settings.default_max_recovery_attempts,
             )  # fmt: skip
         except ConflictingWorkflowError as exc:
             log.error("refused a message for %s[%s]: %s", task.name, request.id, exc)
@@ -138,7 +127,6 @@ def run_step_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any) 
         isolation_level=task.durable_isolation_level,
     )  # fmt: skip
     if outcome.outcome == ChainOutcome.SUCCESS:
-        step_checkpointed.send(sender=task, workflow_id=workflow_id, step_id=step_id)
         return outcome.value
     if (
         outcome.outcome == ChainOutcome.DONE
@@ -147,10 +135,6 @@ def run_step_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any) 
     ):
         return outcome.value  # Celery sends the next link again
     if outcome.outcome == ChainOutcome.RETRY:
-        step_retrying.send(
-            sender=task, workflow_id=workflow_id, step_id=step_id,
-            attempt=outcome.attempt, delay=outcome.delay, exc=outcome.error,
-        )  # fmt: skip
         sig = task.signature_from_request(
             request, args, kwargs, countdown=outcome.delay,
             headers=durable_headers(workflow_id, step_id),
@@ -164,57 +148,8 @@ def run_step_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any) 
     if outcome.outcome == ChainOutcome.EXPIRED:
         log.info("workflow %s passed its deadline: cancelled before step %s", workflow_id, step_id)
     if outcome.outcome == ChainOutcome.ERROR and outcome.error is not None:
-        step_retries_exhausted.send(
-            sender=task, workflow_id=workflow_id, step_id=step_id, exc=outcome.error
-        )
         raise outcome.error
     raise Ignore()
-
-
-def publish_open_step(durable: Durable, workflow_id: str) -> bool:
-    """Send the first unfinished step of a recorded chain again, built from the store alone.
-
-    A step leased by a live worker keeps its lease (the new message backs off). Every link
-    keeps its recorded task id, so the AsyncResults Celery handed out at start still resolve.
-    """
-    found = open_step(durable.runtime, workflow_id)
-    if found is None:
-        return False
-    step, prev_output, rest = found
-    stored = dict(durable.runtime.serializer.loads(step.signature))
-    options = dict(stored.get("options") or {})
-    args = list(stored.get("args") or [])
-    if step.step_id > 0 and not stored.get("immutable"):
-        args = [prev_output, *args]
-    links = []
-    for offset, (data, task_id) in enumerate(rest, start=step.step_id + 1):
-        sig = signature(data, app=durable.app)
-        sig.options["headers"] = durable_headers(workflow_id, offset)
-        if task_id:
-            sig.options["task_id"] = task_id
-        links.append(sig)
-    options["declare"] = declare_for(durable.app, stored["task"], options)
-    durable.app.send_task(
-        stored["task"], args, stored.get("kwargs") or {},
-        task_id=step.task_id, root_id=workflow_id,
-        chain=list(reversed(links)) or None,
-        headers=durable_headers(workflow_id, step.step_id), **options,
-    )  # fmt: skip
-    return True
-
-
-def declare_for(app: Any, name: str, options: dict[str, Any]) -> list[Queue]:
-    """The queue a publish goes to, so it is declared again (Redis may have lost its binding)."""
-    queue = options.get("queue")
-    if queue is None:
-        route = app.amqp.router.route(dict(options), name, (), {})
-        queue = route.get("queue")
-    if isinstance(queue, Queue):
-        return [queue]
-    if isinstance(queue, str):
-        known = app.amqp.queues
-        return [known[queue] if queue in known else Queue(queue)]  # type: ignore[no-untyped-call]
-    return []
 
 
 class DurableChain:

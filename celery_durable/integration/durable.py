@@ -2,39 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import threading
-import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import Celery
 
-from ..errors import NonExistentWorkflow, UnknownWorkflowError
+from ..errors import NonExistentWorkflow
 from ..policy import make_policy
+from ..runtime import management
 from ..runtime.context import current_workflow, sql_session, step_status
-from ..runtime.core import Runtime, RuntimeSettings
 from ..runtime.executor import Heartbeat
-from ..runtime.handle import WorkflowHandle, to_status, to_step_info
+from ..runtime.handle import WorkflowHandle
 from ..runtime.logs import make_logger
 from ..runtime.recovery import RecoveryReport
+from ..runtime.runtime import Runtime, RuntimeSettings
 from ..runtime.steps import durable_sleep
 from ..serialization import Serializer
 from ..store import Store, normalize_url
-from ..store.interface import DurableStore
 from ..store.engine import with_retries
-from ..types import (
-    ACTIVE_STATUSES,
-    ResumeOutcome,
-    StepInfo,
-    StepStatus,
-    WorkflowKind,
-    WorkflowState,
-    WorkflowStatus,
-)
+from ..store.interface import DurableStore
+from ..types import ResumeOutcome, StepInfo, StepStatus, WorkflowKind, WorkflowStatus
 from .chains import DurableChain
-from .recovery import connect_recovery_signals, install_sweep, republish, run_sweep
+from .codec import KOMBU_JSON
+from .publisher import Republisher
+from .recovery import connect_recovery_signals, install_sweep, run_sweep
 from .settings import DurableSettings, read_settings
-from .signals import workflow_recovered
+from .signals import SignalEvents
 from .tasks import DurableTask
 from .worker import DurableHeartbeat, connect_signals
 
@@ -42,15 +38,29 @@ _TASK_OPTION_DEFAULTS = {"shared": False}
 
 
 class Durable:
-    """Binds celery-durable to a Celery app: decorators, handles, management."""
+    """Binds celery-durable to a Celery app: decorators, handles, management.
 
-    def __init__(self, app: Celery, database_url: str | None = None, **settings: Any) -> None:
+    The store is the ``durable_database_url`` database, or ``store`` when given (any
+    ``DurableStore``, e.g. ``MemoryStore`` in tests).
+    """
+
+    def __init__(
+        self,
+        app: Celery,
+        database_url: str | None = None,
+        *,
+        store: DurableStore | None = None,
+        **settings: Any,
+    ) -> None:
         self.app = app
         self.overrides: dict[str, Any] = {"database_url": database_url, **settings}
+        self._given_store = store
         self._settings: DurableSettings | None = None
         self._runtime: Runtime | None = None
-        self._migrated = False
-        self._lock = threading.RLock()
+        self._republisher: Republisher | None = None
+        self._migrated = store is not None
+        self._lock = threading.Lock()  # held only while objects are built: no I/O under it
+        self._migrate_lock = threading.Lock()
         self.worker_executor_id: str | None = None
         self._worker_heartbeat: Heartbeat | None = None
         self.logger = make_logger()
@@ -59,6 +69,7 @@ class Durable:
         connect_signals()
         connect_recovery_signals()
         install_sweep(self)
+        _after_fork_in_child(self)
 
     # configuration ------------------------------------------------------
     @property
@@ -69,37 +80,51 @@ class Durable:
 
     @property
     def runtime(self) -> Runtime:
-        """Built on first use, so the app's configuration is complete by then."""
-        if self._runtime is None:
+        """Built on first use, so the app's configuration is complete by then; the schema
+        is migrated then too (``durable_auto_migrate``), outside any lock."""
+        runtime = self._runtime
+        if runtime is None:
             with self._lock:
                 if self._runtime is None:
-                    s = self.settings
-                    store = Store(
-                        normalize_url(s.database_url),
-                        retry_timeout=s.db_retry_timeout,
-                        pool_size=s.pool_size,
+                    self._runtime = self._build_runtime()
+                runtime = self._runtime
+        if not self._migrated and self.settings.auto_migrate:
+            s = self.settings
+            # one migration per process at a time (SQLite would lock against itself); a
+            # child forked meanwhile gets fresh locks (_after_fork_in_child)
+            with self._migrate_lock:
+                if not self._migrated:
+                    with_retries(
+                        runtime.store.migrate, timeout=s.db_retry_timeout, what="migration"
                     )
-                    runtime = Runtime(
-                        store,
-                        Serializer(s.serializer),
-                        RuntimeSettings(
-                            executor_timeout=s.executor_timeout,
-                            heartbeat_interval=s.heartbeat_interval,
-                            max_inline_retry_wait=s.max_inline_retry_wait,
-                            poll_interval=s.result_poll_interval,
-                            default_max_recovery_attempts=s.default_max_recovery_attempts,
-                            enqueue_timeout=s.enqueue_timeout,
-                        ),
-                    )
-                    if s.auto_migrate and not self._migrated:
-                        with_retries(
-                            store.migrate,
-                            timeout=s.db_retry_timeout,
-                            what="schema migration",
-                        )
-                        self._migrated = True
-                    self._runtime = runtime
-        return self._runtime
+                    self._migrated = True
+        return runtime
+
+    def _build_runtime(self) -> Runtime:
+        s = self.settings
+        store = self._given_store or Store(
+            normalize_url(s.database_url), retry_timeout=s.db_retry_timeout, pool_size=s.pool_size
+        )
+        return Runtime(
+            store,
+            Serializer(KOMBU_JSON, s.serializer),
+            RuntimeSettings(
+                executor_timeout=s.executor_timeout,
+                heartbeat_interval=s.heartbeat_interval,
+                max_inline_retry_wait=s.max_inline_retry_wait,
+                poll_interval=s.result_poll_interval,
+                default_max_recovery_attempts=s.default_max_recovery_attempts,
+                enqueue_timeout=s.enqueue_timeout,
+            ),
+            SignalEvents(self),
+        )
+
+    @property
+    def republish(self) -> Republisher:
+        """Sends a recorded workflow's message again (recovery, resume, fork)."""
+        if self._republisher is None:
+            self._republisher = Republisher(self.app, self.runtime)
+        return self._republisher
 
     @property
     def store(self) -> DurableStore:
@@ -179,10 +204,6 @@ class Durable:
         """A durable chain of step signatures: ``durable.chain(a.s(1), b.s()).start()``."""
         return DurableChain(self, signatures)
 
-    @property
-    def default_max_recovery_attempts(self) -> int | None:
-        return self.settings.default_max_recovery_attempts
-
     # inside workflows and steps ------------------------------------------
     @property
     def workflow_id(self) -> str | None:
@@ -207,7 +228,7 @@ class Durable:
     # starting and finding workflows --------------------------------------
     def start_workflow(self, fn: Any, *args: Any, **kwargs: Any) -> WorkflowHandle:
         """Record and publish ``fn`` (a durable task) for a worker; returns its handle."""
-        if not isinstance(getattr(fn, "durable_kind", None), str):
+        if not isinstance(getattr(fn, "durable_kind", None), WorkflowKind):
             raise TypeError(f"{fn!r} is not a durable workflow, step or transaction")
         result = fn.apply_async(args, kwargs)
         return WorkflowHandle(self.runtime, result.id)
@@ -215,16 +236,10 @@ class Durable:
     def retrieve_workflow(self, workflow_id: str) -> WorkflowHandle:
         """A handle by workflow id, or by the task id of any link of a durable chain
         (``chain(...).apply_async().id`` is the last link's)."""
-        if self.store.get_workflow(workflow_id) is None:
-            step = self.store.find_step_by_task_id(workflow_id)
-            if step is None:
-                raise NonExistentWorkflow(workflow_id)
-            workflow_id = step.workflow_id
-        return WorkflowHandle(self.runtime, workflow_id)
+        return management.retrieve(self.runtime, workflow_id)
 
     def get_workflow_status(self, workflow_id: str) -> WorkflowStatus | None:
-        record = self.store.get_workflow(workflow_id)
-        return to_status(self.runtime, record) if record is not None else None
+        return management.get_status(self.runtime, workflow_id)
 
     def list_workflows(
         self,
@@ -235,7 +250,8 @@ class Durable:
         newest_first: bool = True,
         workflow_ids: Sequence[str] | None = None,
     ) -> list[WorkflowStatus]:
-        records = self.store.list_workflows(
+        return management.list_workflows(
+            self.runtime,
             status=status,
             name=name,
             limit=limit,
@@ -243,11 +259,9 @@ class Durable:
             newest_first=newest_first,
             workflow_ids=workflow_ids,
         )
-        return [to_status(self.runtime, r) for r in records]
 
     def list_workflow_steps(self, workflow_id: str) -> list[StepInfo]:
-        steps = self.store.load_steps(workflow_id)
-        return [to_step_info(self.runtime, steps[k]) for k in sorted(steps)]
+        return management.list_steps(self.runtime, workflow_id)
 
     # management ----------------------------------------------------------
     def resume_workflow(self, workflow_id: str) -> WorkflowHandle:
@@ -255,7 +269,7 @@ class Durable:
 
         Counts one recovery attempt; a cancelled or dead-lettered workflow starts its count
         anew. A finished workflow, or one a live worker still runs, is left as it is
-        (``resume`` returns what was done: see ``resume``).
+        (``resume`` says which).
         """
         self.resume(workflow_id)
         return WorkflowHandle(self.runtime, workflow_id)
@@ -263,72 +277,29 @@ class Durable:
     def resume(self, workflow_id: str) -> ResumeOutcome:
         """``resume_workflow``, returning RESUMED, RUNNING (a live executor runs it: left
         alone) or FINISHED."""
-        found = self.store.resume_workflow(workflow_id, self.runtime.stale_before_ms)
-        if found is None:
-            raise NonExistentWorkflow(workflow_id)
-        record, outcome = found
-        if outcome is ResumeOutcome.RESUMED:
-            republish(self, record)
-            workflow_recovered.send(
-                sender=self, workflow_id=workflow_id, recovery_attempts=record.recovery_attempts + 1
-            )
-        elif outcome is ResumeOutcome.RUNNING:
-            self.logger.logger.info(
-                "workflow %s not resumed: a live worker runs it (recovered if that worker dies)",
-                workflow_id,
-            )
-        return outcome
+        return management.resume(self.runtime, workflow_id, self.republish)
 
     def cancel_workflow(self, workflow_id: str) -> None:
         """End an unfinished workflow as CANCELLED; it starts no further step once noticed
         (a step body already running finishes, but its output is not recorded)."""
-        if self.store.get_workflow(workflow_id) is None:
-            raise NonExistentWorkflow(workflow_id)
-        self.store.set_status(
-            workflow_id,
-            WorkflowState.CANCELLED,
-            only_from=[WorkflowState.ENQUEUED, WorkflowState.PENDING],
-            keep_owner=True,
-        )
+        management.cancel(self.runtime, workflow_id)
 
-    def publish_existing(self, workflow_id: str, countdown: float | None = None) -> None:
-        """Publish a recorded workflow's message again (a duplicate is harmless: leases)."""
-        record = self.store.get_workflow(workflow_id)
-        if record is None:
-            raise NonExistentWorkflow(workflow_id)
-        republish(self, record, countdown)
+    def fork_workflow(self, workflow_id: str, start_step: int = 0) -> WorkflowHandle:
+        """Start a copy of a workflow under a new id that reuses the outputs of its first
+        ``start_step`` steps and runs the rest again."""
+        new_id = management.fork(self.runtime, workflow_id, start_step, self.republish)
+        return WorkflowHandle(self.runtime, new_id)
 
     def recover(self) -> RecoveryReport:
         """One recovery sweep now (beat runs ``celery_durable.recover`` on a schedule)."""
         return run_sweep(self)
 
-    def fork_workflow(self, workflow_id: str, start_step: int = 0) -> WorkflowHandle:
-        """Start a copy of a workflow under a new id that reuses the outputs of its first
-        ``start_step`` steps and runs the rest again."""
+    def publish_existing(self, workflow_id: str, countdown: float | None = None) -> None:
+        """Publish a recorded workflow's message again (a duplicate is harmless: claims)."""
         record = self.store.get_workflow(workflow_id)
         if record is None:
             raise NonExistentWorkflow(workflow_id)
-        new_id = str(uuid.uuid4())
-        self.store.fork_workflow(workflow_id, new_id, start_step)
-        self.publish_existing(new_id)
-        return WorkflowHandle(self.runtime, new_id)
-
-    def fail_unknown_workflow(self, workflow_id: str, name: str, step_id: int | None) -> None:
-        """Called when a worker receives a durable message for a task it does not have:
-        the workflow it names ends ERROR, unless that is recorded under another name."""
-        record = self.store.get_workflow(workflow_id)
-        if record is None:
-            return
-        if record.kind == WorkflowKind.CHAIN:
-            step = self.store.get_step(workflow_id, step_id or 0)
-            if step is None or step.name != name:
-                return
-        elif record.name != name:
-            return
-        error = self.runtime.serializer.dumps_exception(UnknownWorkflowError(name))
-        self.store.set_status(
-            workflow_id, WorkflowState.ERROR, only_from=list(ACTIVE_STATUSES), error=error
-        )
+        self.republish(record, countdown)
 
     # worker executor -----------------------------------------------------
     def attach_worker_executor(self) -> str:
@@ -362,3 +333,17 @@ class Durable:
             heartbeat.stop()
         if self._runtime is not None:
             self._runtime.close()
+
+
+def _after_fork_in_child(durable: Durable) -> None:
+    """A child forked while another thread held a lock (a migration retrying while the
+    database is down) must not inherit it held."""
+    ref = weakref.ref(durable)
+
+    def reset() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._lock = threading.Lock()
+            alive._migrate_lock = threading.Lock()
+
+    os.register_at_fork(after_in_child=reset)

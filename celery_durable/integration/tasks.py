@@ -16,7 +16,8 @@ from ..runtime.options import current_timeout, take_workflow_id
 from ..runtime.steps import run_step, run_transaction
 from ..runtime.workflows import StartRequest, execute, record_start, run_direct
 from ..types import RunOutcome, WorkflowKind
-from .chains import DURABLE_HEADER, run_step_on_worker, start_chain
+from .chains import run_step_on_worker, start_chain
+from .publisher import DURABLE_HEADER
 
 if TYPE_CHECKING:
     from .durable import Durable
@@ -62,7 +63,7 @@ class DurableTask(Task):  # type: ignore[misc]
             kind=self.durable_kind,
             queue=queue,
             max_recovery_attempts=(
-                self.durable.default_max_recovery_attempts
+                self.durable.runtime.settings.default_max_recovery_attempts
                 if self.durable_max_recovery_attempts == -1
                 else self.durable_max_recovery_attempts
             ),

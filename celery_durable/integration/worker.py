@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 from celery import bootsteps
 from celery.signals import task_unknown, worker_init, worker_shutdown
 
-from .chains import DURABLE_HEADER, STEP_HEADER
+from ..runtime import management
+from .publisher import DURABLE_HEADER, STEP_HEADER
 
 if TYPE_CHECKING:
     from .durable import Durable
@@ -76,8 +77,8 @@ def _on_task_unknown(
     durable = _durable_of(app)
     if durable is None or workflow_id is None:
         return
-    durable.fail_unknown_workflow(
-        str(workflow_id), str(name), int(step_id) if step_id is not None else None
+    management.fail_unknown(
+        durable.runtime, str(workflow_id), str(name), int(step_id) if step_id is not None else None
     )
 
 

@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConflictingWorkflowError, MaxStepRetriesExceeded, WorkflowTimeoutError
-from ..policy import RetryPolicy
+from ..errors import ConflictingWorkflowError, WorkflowTimeoutError
+from ..policy import Retry, RetryPolicy
 from ..types import (
     ACTIVE_STATUSES,
     ChainOutcome,
@@ -19,7 +19,7 @@ from ..types import (
     WorkflowState,
 )
 from .context import WorkflowContext, sql_session, step_scope
-from .core import Runtime
+from .runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,7 @@ def run_chain_step(
         except Exception as exc:
             return _failed(runtime, claimed, lease, policy, attempt, exc)
     if committed:
+        runtime.events.step_checkpointed(workflow_id=workflow_id, step_id=step_id, name=name)
         return ChainStepResult(ChainOutcome.SUCCESS, value=value)
     return _unclaimed(runtime, workflow_id, step_id)  # lost the lease meanwhile
 
@@ -214,20 +215,30 @@ def _failed(
     ser = runtime.serializer
     wid, sid, name = claimed.workflow_id, claimed.step_id, claimed.name
     attempt_error = ser.dumps_exception(exc)
-    if policy.should_retry(exc, attempt):
-        delay = policy.delay(attempt + 1)
-        due = runtime.clock.now_ms() + int(delay * 1000)
-        if runtime.store.retry_chain_step(wid, sid, lease, attempt, name, attempt_error, due):
-            return ChainStepResult(ChainOutcome.RETRY, error=exc, delay=delay, attempt=attempt)
-        return _unclaimed(runtime, wid, sid)
-    final: Exception = exc
-    if policy.retries > 0 and not isinstance(exc, policy.dont_retry_on or ()):
+
+    def errors() -> list[BaseException]:  # read only when retries are exhausted
         stored = runtime.store.load_steps(wid).get(sid)
         earlier = [ser.loads_exception(e) for e in (stored.attempt_errors if stored else ())]
-        final = MaxStepRetriesExceeded(name, policy.retries, [*earlier[:attempt], exc])
-    ser_final = ser.dumps_exception(final)
-    if runtime.store.fail_chain_step(wid, sid, lease, attempt, name, attempt_error, ser_final):
-        return ChainStepResult(ChainOutcome.ERROR, error=final, attempt=attempt)
+        return [*earlier[:attempt], exc]
+
+    decision = policy.decide(name, exc, attempt, errors)
+    if isinstance(decision, Retry):
+        due = runtime.clock.now_ms() + int(decision.delay * 1000)
+        if runtime.store.retry_chain_step(wid, sid, lease, attempt, name, attempt_error, due):
+            runtime.events.step_retrying(
+                workflow_id=wid, step_id=sid, name=name,
+                attempt=attempt, delay=decision.delay, exc=exc,
+            )  # fmt: skip
+            return ChainStepResult(
+                ChainOutcome.RETRY, error=exc, delay=decision.delay, attempt=attempt
+            )
+        return _unclaimed(runtime, wid, sid)
+    final = ser.dumps_exception(decision.error)
+    if runtime.store.fail_chain_step(wid, sid, lease, attempt, name, attempt_error, final):
+        runtime.events.step_retries_exhausted(
+            workflow_id=wid, step_id=sid, name=name, attempt=attempt, exc=decision.error
+        )
+        return ChainStepResult(ChainOutcome.ERROR, error=decision.error, attempt=attempt)
     return _unclaimed(runtime, wid, sid)
 
 

@@ -17,7 +17,7 @@ from ..types import (
     WorkflowStatus,
     ms_to_datetime,
 )
-from .core import Runtime
+from .runtime import Runtime
 
 
 def to_status(runtime: Runtime, record: WorkflowRecord) -> WorkflowStatus:

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import MaxRecoveryAttemptsExceeded, WorkflowTimeoutError
-from ..types import RecoveryAction, WorkflowRecord
-from .core import Runtime, log
+from ..types import RecoveryAction, WorkflowKind, WorkflowRecord
+from .runtime import Runtime, log
 
 
 @dataclass
@@ -20,8 +20,8 @@ class RecoveryReport:
     publish_failed: list[str] = field(default_factory=list)
 
 
+#: sends a recorded workflow's message again (integration: by task name, from the store)
 Publisher = Callable[[WorkflowRecord], None]
-Notifier = Callable[[RecoveryAction, WorkflowRecord], None]
 
 
 def _dead_letter_error(runtime: Runtime) -> Callable[[WorkflowRecord], str]:
@@ -37,15 +37,17 @@ def _follow_up(
     record: WorkflowRecord,
     action: RecoveryAction,
     publish: Publisher,
-    notify: Notifier,
     report: RecoveryReport,
 ) -> None:
+    attempts = record.recovery_attempts + 1
     if action == RecoveryAction.DEAD_LETTERED:
         report.dead_lettered.append(record.workflow_id)
         log.error(
             "%s", MaxRecoveryAttemptsExceeded(record.workflow_id, record.max_recovery_attempts or 0)
         )
-        notify(action, record)
+        runtime.events.workflow_dead_lettered(
+            workflow_id=record.workflow_id, recovery_attempts=attempts
+        )
         return
     try:
         publish(record)
@@ -54,15 +56,13 @@ def _follow_up(
         report.publish_failed.append(record.workflow_id)
         return
     report.recovered.append(record.workflow_id)
-    notify(action, record)
+    runtime.events.workflow_recovered(workflow_id=record.workflow_id, recovery_attempts=attempts)
 
 
 def sweep(
     runtime: Runtime,
     publish: Publisher,
-    notify: Notifier,
     *,
-    enqueue_timeout: float,
     batch_size: int = 500,
     max_batches: int = 20,
 ) -> RecoveryReport:
@@ -74,25 +74,32 @@ def sweep(
         return runtime.serializer.dumps_exception(WorkflowTimeoutError(workflow_id))
 
     report.cancelled = runtime.store.cancel_expired(now, batch_size * max_batches, timeout_error)
-    lost_before = now - int(enqueue_timeout * 1000)
+    lost_before = now - int(runtime.settings.enqueue_timeout * 1000)
     for _ in range(max_batches):
         found = runtime.store.claim_stalled(
             runtime.stale_before_ms, lost_before, batch_size, _dead_letter_error(runtime)
         )
         for record, action in found:
-            _follow_up(runtime, record, action, publish, notify, report)
+            _follow_up(runtime, record, action, publish, report)
         if len(found) < batch_size:
             break
     return report
 
 
 def recover_lost(
-    runtime: Runtime, workflow_id: str, executor_id: str, publish: Publisher, notify: Notifier
+    runtime: Runtime, task_id: str, kind: WorkflowKind, executor_id: str, publish: Publisher
 ) -> RecoveryReport:
-    """Recover the run of ``workflow_id`` whose process died under the live worker
-    ``executor_id`` (lost, or killed at its time limit): a crash, counting an attempt."""
+    """Recover the run of the task ``task_id`` (a workflow's, or a chain step's) whose
+    process died under the live worker ``executor_id`` (lost, or killed at its time limit):
+    a crash of that run, counting a recovery attempt."""
     report = RecoveryReport()
+    workflow_id: str | None = task_id
+    if kind != WorkflowKind.WORKFLOW:
+        step = runtime.store.find_step_by_task_id(task_id)
+        workflow_id = step.workflow_id if step is not None else None
+    if workflow_id is None:
+        return report
     found = runtime.store.recover_lost(workflow_id, executor_id, _dead_letter_error(runtime))
     if found is not None:
-        _follow_up(runtime, found[0], found[1], publish, notify, report)
+        _follow_up(runtime, found[0], found[1], publish, report)
     return report

@@ -6,12 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import (
-    MaxStepRetriesExceeded,
     NonDeterministicWorkflowError,
     WorkflowCancelledError,
     WorkflowTimeoutError,
 )
-from ..policy import RetryPolicy
+from ..policy import Fail, RetryPolicy
 from ..types import ENDED_STEPS, StepRecord, StepState, StepStatus, WorkflowState
 from .context import (
     SuspendWorkflow,
@@ -20,7 +19,7 @@ from .context import (
     sql_session,
     step_scope,
 )
-from .core import Runtime
+from .runtime import Runtime
 
 SLEEP_STEP = "durable.sleep"
 # a checkpoint this recent stands for a status check before the next step (check_running)
@@ -150,16 +149,25 @@ def _run_attempts(
                 runtime.store.record_step_error(
                     ctx.workflow_id, step_id, attempt, name, runtime.serializer.dumps_exception(exc)
                 )
-            if not policy.should_retry(exc, attempt):
-                final: Exception = exc
-                if policy.retries > 0 and not isinstance(exc, policy.dont_retry_on or ()):
-                    final = MaxStepRetriesExceeded(name, policy.retries, errors)
+            decision = policy.decide(name, exc, attempt, lambda: errors)
+            if isinstance(decision, Fail):
                 if ctx is not None:
-                    _checkpoint_error(runtime, ctx, step_id, name, final, attempt + 1, started)
-                if final is exc:
+                    _checkpoint_error(
+                        runtime, ctx, step_id, name, decision.error, attempt + 1, started
+                    )
+                    runtime.events.step_retries_exhausted(
+                        workflow_id=ctx.workflow_id, step_id=step_id, name=name,
+                        attempt=attempt, exc=decision.error,
+                    )  # fmt: skip
+                if decision.error is exc:
                     raise
-                raise final from exc
-            delay = policy.delay(attempt + 1)
+                raise decision.error from exc
+            delay = decision.delay
+            if ctx is not None:
+                runtime.events.step_retrying(
+                    workflow_id=ctx.workflow_id, step_id=step_id, name=name,
+                    attempt=attempt, delay=delay, exc=exc,
+                )  # fmt: skip
             attempt += 1
             if (
                 ctx is not None
@@ -196,6 +204,7 @@ def _checkpoint_output(
     )
     if runtime.store.record_step(record):
         ctx.confirmed_ms = record.completed_at_ms or 0
+        runtime.events.step_checkpointed(workflow_id=ctx.workflow_id, step_id=step_id, name=name)
         return result
     return _recorded_elsewhere(runtime, ctx, step_id)
 
@@ -286,6 +295,7 @@ def run_transaction(
         return result
     if committed:
         ctx.confirmed_ms = runtime.clock.now_ms()
+        runtime.events.step_checkpointed(workflow_id=ctx.workflow_id, step_id=step_id, name=name)
         return result
     return _recorded_elsewhere(runtime, ctx, step_id)
 

@@ -15,7 +15,7 @@ from ..types import (
     WorkflowState,
 )
 from .context import SuspendWorkflow, WorkflowContext, workflow_context
-from .core import Runtime, log
+from .runtime import Runtime, log
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 from celery import chain
 
 from celery_durable import WorkflowStatusString as S
-from celery_durable.integration.chains import durable_headers, publish_open_step
+from celery_durable.integration.publisher import durable_headers
 from tests.apps import chains
 from tests.apps.chains import durable, effects
 from tests.conftest import resume_after_crash, wait_for
@@ -102,7 +102,7 @@ def test_duplicate_message_for_a_running_step_runs_it_once(worker: Any) -> None:
     wait_for(lambda: all(effects(i)["slow"] == 1 for i in ids), timeout=10, interval=0.02)
 
     redeliver_first_step(ids[0])  # a duplicate of the message (Redis redelivery)
-    assert publish_open_step(durable, ids[1])  # what resume and the sweep send
+    assert durable.republish.open_step(ids[1])  # what resume and the sweep send
 
     results = [redelivered.get_result(timeout=RESULT_TIMEOUT)]
     results.append(republished.get_result(timeout=RESULT_TIMEOUT))

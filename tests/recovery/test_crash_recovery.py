@@ -20,7 +20,7 @@ from celery_durable.errors import (
     AwaitedWorkflowMaxRecoveryAttemptsExceeded,
     MaxRecoveryAttemptsExceeded,
 )
-from celery_durable.integration.chains import DURABLE_HEADER
+from celery_durable.integration.publisher import DURABLE_HEADER
 from tests.apps import recovery_app as ra
 from tests.conftest import WorkerProcess, wait_for
 

@@ -19,7 +19,7 @@ from celery_durable.errors import (
     AwaitedWorkflowCancelled,
     AwaitedWorkflowMaxRecoveryAttemptsExceeded,
 )
-from celery_durable.integration.chains import durable_headers
+from celery_durable.integration.publisher import durable_headers
 from celery_durable.types import ResumeOutcome
 from tests.apps import recovery_app as ra
 from tests.conftest import WorkerProcess, wait_for

@@ -15,6 +15,7 @@ from celery_durable.errors import (
     RemoteError,
     SerializationError,
 )
+from celery_durable.integration.codec import KOMBU_JSON
 from celery_durable.serialization import Serializer
 
 
@@ -52,7 +53,7 @@ class Point:
 
 @pytest.fixture
 def ser() -> Serializer:
-    return Serializer()
+    return Serializer(KOMBU_JSON)
 
 
 def roundtrip_exc(ser: Serializer, exc: BaseException) -> BaseException:
@@ -182,29 +183,31 @@ def test_corrupted_exception_raises_corrupted_row_error(ser: Serializer, text: s
 
 
 def test_pickle_serializer_round_trips_what_json_cannot() -> None:
-    pickled = Serializer("pickle")
+    pickled = Serializer(KOMBU_JSON, "pickle")
     value = {"points": {Point(1, 2), Point(3, 4)}, "at": datetime(2024, 5, 6, tzinfo=UTC)}
     assert pickled.loads(pickled.dumps(value)) == value
     with pytest.raises(SerializationError):
-        Serializer().dumps(value)
+        Serializer(KOMBU_JSON).dumps(value)
 
 
 def test_pickle_serializer_keeps_exceptions_json_would_lose() -> None:
-    pickled = Serializer("pickle")
+    pickled = Serializer(KOMBU_JSON, "pickle")
     got = pickled.loads_exception(pickled.dumps_exception(CodedError(7, "seven")))
     assert isinstance(got, CodedError)
     assert got.code == 7
 
 
 def test_pickle_serializer_still_reads_json_rows() -> None:
-    assert Serializer("pickle").loads(Serializer().dumps({"a": [1, 2]})) == {"a": [1, 2]}
+    assert Serializer(KOMBU_JSON, "pickle").loads(Serializer(KOMBU_JSON).dumps({"a": [1, 2]})) == {
+        "a": [1, 2]
+    }
 
 
 def test_pickle_corrupted_text_raises_corrupted_row_error() -> None:
     with pytest.raises(CorruptedRowError):
-        Serializer("pickle").loads("bm90IGEgcGlja2xl")
+        Serializer(KOMBU_JSON, "pickle").loads("bm90IGEgcGlja2xl")
 
 
 def test_unknown_serializer_name_is_rejected() -> None:
     with pytest.raises(SerializationError):
-        Serializer("yaml")
+        Serializer(KOMBU_JSON, "yaml")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ..serialization import Serializer
 from ..store.interface import DurableStore
 from ..types import ExecutorRecord, ExecutorState
+from .events import Events
 from .executor import Heartbeat, new_executor_id
 
 log = logging.getLogger("celery_durable")
@@ -32,9 +33,14 @@ class Runtime:
     """Everything a workflow or step execution needs, shared by one Durable object."""
 
     def __init__(
-        self, store: DurableStore, serializer: Serializer, settings: RuntimeSettings
+        self,
+        store: DurableStore,
+        serializer: Serializer,
+        settings: RuntimeSettings,
+        events: Events | None = None,
     ) -> None:
         self.store = store
+        self.events = events or Events()
         self.clock = store.clock  # one clock for what is stored and for every wait
         self.serializer = serializer
         self.settings = settings

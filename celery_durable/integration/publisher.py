@@ -1,0 +1,104 @@
+"""Sending a recorded workflow's message again, built from the store alone.
+
+Recovery, resume and fork decide in the runtime what to re-send; this module sends it,
+by task name, so the process sending needs none of the workflow's code. Every publish
+declares its queue again: after Redis loses its data, a publish to a queue whose binding
+is gone is dropped silently until a consumer re-declares it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signature
+from kombu.entity import Queue
+
+from ..runtime.chains import open_step
+from ..runtime.runtime import Runtime
+from ..types import WorkflowKind, WorkflowRecord
+
+DURABLE_HEADER = "durable_workflow"
+STEP_HEADER = "durable_step"
+
+
+def durable_headers(workflow_id: str, step_id: int | None = None) -> dict[str, Any]:
+    headers: dict[str, Any] = {DURABLE_HEADER: workflow_id}
+    if step_id is not None:
+        headers[STEP_HEADER] = step_id
+    return headers
+
+
+def declare_for(app: Celery, name: str, options: dict[str, Any]) -> list[Queue]:
+    """The queue a publish goes to, so it is declared again (Redis may have lost its binding)."""
+    queue = options.get("queue")
+    if queue is None:
+        route = app.amqp.router.route(dict(options), name, (), {})
+        queue = route.get("queue")
+    if isinstance(queue, Queue):
+        return [queue]
+    if isinstance(queue, str):
+        known = app.amqp.queues
+        return [known[queue] if queue in known else Queue(queue)]  # type: ignore[no-untyped-call]
+    return []
+
+
+class Republisher:
+    """``republisher(record)``: a chain's first open step, or a code workflow's message."""
+
+    def __init__(self, app: Celery, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    def __call__(self, record: WorkflowRecord, countdown: float | None = None) -> None:
+        if record.kind == WorkflowKind.CHAIN:
+            self.open_step(record.workflow_id)
+        else:
+            self.workflow(record, countdown)
+
+    def workflow(self, record: WorkflowRecord, countdown: float | None = None) -> None:
+        """Send a code workflow's message again, with its recorded inputs and queue."""
+        data = self.runtime.serializer.loads(record.inputs, what="workflow inputs") or {}
+        options: dict[str, Any] = {
+            "task_id": record.workflow_id,
+            "headers": durable_headers(record.workflow_id),
+        }
+        if record.queue:
+            options["queue"] = record.queue
+        if countdown:
+            options["countdown"] = countdown
+        options["declare"] = declare_for(self.app, record.name, options)
+        self.app.send_task(
+            record.name, list(data.get("args") or []), dict(data.get("kwargs") or {}), **options
+        )
+
+    def open_step(self, workflow_id: str) -> bool:
+        """Send the first unfinished step of a recorded chain again, with the rest of the
+        chain riding in its message as Celery sends it.
+
+        A step leased by a live worker keeps its lease (the new message backs off). Every
+        link keeps its recorded task id, so the AsyncResults handed out at start resolve.
+        """
+        found = open_step(self.runtime, workflow_id)
+        if found is None:
+            return False
+        step, prev_output, rest = found
+        stored = dict(self.runtime.serializer.loads(step.signature))
+        options = dict(stored.get("options") or {})
+        args = list(stored.get("args") or [])
+        if step.step_id > 0 and not stored.get("immutable"):
+            args = [prev_output, *args]
+        links = []
+        for offset, (data, task_id) in enumerate(rest, start=step.step_id + 1):
+            sig = signature(data, app=self.app)
+            sig.options["headers"] = durable_headers(workflow_id, offset)
+            if task_id:
+                sig.options["task_id"] = task_id
+            links.append(sig)
+        options["declare"] = declare_for(self.app, stored["task"], options)
+        self.app.send_task(
+            stored["task"], args, stored.get("kwargs") or {},
+            task_id=step.task_id, root_id=workflow_id,
+            chain=list(reversed(links)) or None,
+            headers=durable_headers(workflow_id, step.step_id), **options,
+        )  # fmt: skip
+        return True

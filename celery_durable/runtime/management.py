@@ -1,0 +1,132 @@
+"""Management: find, list, cancel, resume and fork workflows (no SQL, no Celery).
+
+Publishing a recorded workflow's message is the caller's (``Publisher``, given by the
+integration layer): these functions decide and record, then hand over what to send.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+
+from ..errors import NonExistentWorkflow, UnknownWorkflowError
+from ..types import (
+    ACTIVE_STATUSES,
+    ResumeOutcome,
+    StepInfo,
+    WorkflowKind,
+    WorkflowRecord,
+    WorkflowState,
+    WorkflowStatus,
+)
+from .handle import WorkflowHandle, to_status, to_step_info
+from .recovery import Publisher
+from .runtime import Runtime
+
+log = logging.getLogger("celery_durable.management")
+
+
+def existing(runtime: Runtime, workflow_id: str) -> WorkflowRecord:
+    record = runtime.store.get_workflow(workflow_id)
+    if record is None:
+        raise NonExistentWorkflow(workflow_id)
+    return record
+
+
+def retrieve(runtime: Runtime, workflow_id: str) -> WorkflowHandle:
+    """A handle by workflow id, or by the task id of any step of a durable chain (a plain
+    chain's ``apply_async()`` returns the last link's result)."""
+    if runtime.store.get_workflow(workflow_id) is None:
+        step = runtime.store.find_step_by_task_id(workflow_id)
+        if step is None:
+            raise NonExistentWorkflow(workflow_id)
+        workflow_id = step.workflow_id
+    return WorkflowHandle(runtime, workflow_id)
+
+
+def get_status(runtime: Runtime, workflow_id: str) -> WorkflowStatus | None:
+    record = runtime.store.get_workflow(workflow_id)
+    return to_status(runtime, record) if record is not None else None
+
+
+def list_workflows(
+    runtime: Runtime,
+    *,
+    status: str | Sequence[str] | None = None,
+    name: str | None = None,
+    limit: int | None = 100,
+    offset: int = 0,
+    newest_first: bool = True,
+    workflow_ids: Sequence[str] | None = None,
+) -> list[WorkflowStatus]:
+    records = runtime.store.list_workflows(
+        status=status,
+        name=name,
+        limit=limit,
+        offset=offset,
+        newest_first=newest_first,
+        workflow_ids=workflow_ids,
+    )
+    return [to_status(runtime, r) for r in records]
+
+
+def list_steps(runtime: Runtime, workflow_id: str) -> list[StepInfo]:
+    steps = runtime.store.load_steps(workflow_id)
+    return [to_step_info(runtime, steps[k]) for k in sorted(steps)]
+
+
+def resume(runtime: Runtime, workflow_id: str, publish: Publisher) -> ResumeOutcome:
+    """Re-enqueue from the first incomplete step unless it finished or a live executor runs
+    it (see ``DurableStore.resume_workflow``); publishes and reports what it resumed."""
+    found = runtime.store.resume_workflow(workflow_id, runtime.stale_before_ms)
+    if found is None:
+        raise NonExistentWorkflow(workflow_id)
+    record, outcome = found
+    if outcome is ResumeOutcome.RESUMED:
+        publish(record)
+        attempts = record.recovery_attempts + 1 if record.status in ACTIVE_STATUSES else 1
+        runtime.events.workflow_recovered(workflow_id=workflow_id, recovery_attempts=attempts)
+    elif outcome is ResumeOutcome.RUNNING:
+        log.info(
+            "workflow %s not resumed: a live worker runs it (recovered if that worker dies)",
+            workflow_id,
+        )
+    return outcome
+
+
+def cancel(runtime: Runtime, workflow_id: str) -> None:
+    """End an unfinished workflow CANCELLED. Its owner is kept: a run inside a step body
+    finishes that body, records nothing, and gives the workflow up."""
+    existing(runtime, workflow_id)
+    runtime.store.set_status(
+        workflow_id, WorkflowState.CANCELLED, only_from=list(ACTIVE_STATUSES), keep_owner=True
+    )
+
+
+def fork(runtime: Runtime, workflow_id: str, start_step: int, publish: Publisher) -> str:
+    """Copy a workflow under a new id reusing its first ``start_step`` step outputs;
+    publishes the copy and returns its id."""
+    existing(runtime, workflow_id)
+    new_id = str(uuid.uuid4())
+    runtime.store.fork_workflow(workflow_id, new_id, start_step)
+    publish(existing(runtime, new_id))
+    return new_id
+
+
+def fail_unknown(runtime: Runtime, workflow_id: str, name: str, step_id: int | None) -> None:
+    """A worker got a message for a task it does not have: the workflow it names ends ERROR
+    (instead of being re-sent forever), unless that is recorded under another name."""
+    record = runtime.store.get_workflow(workflow_id)
+    if record is None:
+        return
+    if record.kind == WorkflowKind.CHAIN:
+        step = runtime.store.get_step(workflow_id, step_id or 0)
+        if step is None or step.name != name:
+            return
+    elif record.name != name:
+        return
+    error = runtime.serializer.dumps_exception(UnknownWorkflowError(name))
+    runtime.store.set_status(
+        workflow_id, WorkflowState.ERROR, only_from=list(ACTIVE_STATUSES), error=error
+    )
