@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import builtins
 import importlib
+import io
 import pickle
+import traceback
 from typing import Any, Protocol
 
 from .errors import CorruptedRowError, RemoteError, SerializationError
@@ -51,7 +53,7 @@ class Serializer:
         """Encode ``value``; raises SerializationError naming ``what`` when it cannot."""
         try:
             if self.name == "pickle":
-                return base64.b64encode(pickle.dumps(value)).decode("ascii")
+                return _pickle(value)
             return self.codec.dumps(value)
         except Exception as exc:
             raise SerializationError(
@@ -73,7 +75,7 @@ class Serializer:
     def dumps_exception(self, exc: BaseException) -> str:
         if self.name == "pickle":
             try:
-                return base64.b64encode(pickle.dumps(exc)).decode("ascii")
+                return _pickle(exc)
             except Exception:
                 pass  # fall back to the portable JSON form
         return self.codec.dumps(_encode_exc(exc, self.codec))
@@ -99,11 +101,25 @@ class Serializer:
         return _decode_exc(data)
 
 
-def _encode_arg(value: Any, codec: JsonCodec) -> Any:
+_MAX_CAUSES = 8  # how deep a cause chain (``raise ... from ...``) is kept
+_MAX_TRACEBACK = 8000  # characters of traceback text kept with a stored error
+
+
+def _attributes(exc: BaseException) -> dict[str, Any]:
+    """What an exception instance holds besides ``args`` (Python's own ``__notes__``,
+    ``__traceback__`` and the like left out)."""
+    return {k: v for k, v in getattr(exc, "__dict__", {}).items() if not k.startswith("__")}
+
+
+def _encode_value(value: Any, codec: JsonCodec) -> Any:
+    """One argument or attribute: as it is when the codec takes it, nested exceptions in
+    full, containers item by item, anything else as its ``repr`` (alone: never the error)."""
     if isinstance(value, BaseException):
         return {_EXC_KEY: _encode_exc(value, codec)}
     if isinstance(value, list | tuple):
-        return [_encode_arg(v, codec) for v in value]
+        return [_encode_value(v, codec) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _encode_value(v, codec) for k, v in value.items()}
     try:
         codec.dumps(value)
     except Exception:
@@ -111,22 +127,29 @@ def _encode_arg(value: Any, codec: JsonCodec) -> Any:
     return value
 
 
-def _encode_exc(exc: BaseException, codec: JsonCodec) -> dict[str, Any]:
-    args: list[Any] | None
-    try:
-        reduced = exc.__reduce__()
-        raw_args = reduced[1] if isinstance(reduced, tuple) and len(reduced) > 1 else exc.args
-        args = [_encode_arg(a, codec) for a in raw_args]
-    except Exception:
-        args = None
-    return {"type": _qualname(type(exc)), "message": str(exc), "args": args}
+def _encode_exc(exc: BaseException, codec: JsonCodec, depth: int = 0) -> dict[str, Any]:
+    """Type, message, ``args``, instance attributes, the traceback text and the cause."""
+    data: dict[str, Any] = {
+        "v": 2,
+        "type": _qualname(type(exc)),
+        "message": str(exc),
+        "args": [_encode_value(a, codec) for a in exc.args],
+        "attrs": {k: _encode_value(v, codec) for k, v in _attributes(exc).items()},
+    }
+    if exc.__traceback__ is not None:
+        data["traceback"] = "".join(traceback.format_exception(exc))[-_MAX_TRACEBACK:]
+    if exc.__cause__ is not None and depth < _MAX_CAUSES:
+        data["cause"] = _encode_exc(exc.__cause__, codec, depth + 1)
+    return data
 
 
-def _decode_arg(value: Any) -> Any:
+def _decode_value(value: Any) -> Any:
     if isinstance(value, dict) and _EXC_KEY in value:
         return _decode_exc(dict(value[_EXC_KEY]))
     if isinstance(value, list):
-        return [_decode_arg(v) for v in value]
+        return [_decode_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _decode_value(v) for k, v in value.items()}
     return value
 
 
@@ -134,22 +157,74 @@ def _decode_exc(data: dict[str, Any]) -> BaseException:
     type_name = str(data.get("type"))
     message = str(data.get("message", ""))
     cls = _import_class(type_name)
+    raw_args = data.get("args")
+    args = tuple(_decode_value(a) for a in raw_args) if isinstance(raw_args, list) else ()
+    exc: BaseException | None = None
     if cls is not None:
-        raw = data.get("args")
-        candidates: list[tuple[Any, ...]] = []
-        if isinstance(raw, list):
-            candidates.append(tuple(_decode_arg(a) for a in raw))
-        candidates.append((message,))
-        for args in candidates:
-            try:
-                exc: BaseException = cls(*args)
-            except Exception:
-                continue
-            return exc
-        try:  # an __init__ that builds its own message: keep the type, restore the message
-            bare: BaseException = cls.__new__(cls)
-            bare.args = (message,)
-            return bare
+        if data.get("v") == 2:
+            attrs = data.get("attrs")
+            exc = rebuild(cls, args, _decode_value(attrs) if isinstance(attrs, dict) else {})
+        else:  # a row from before version 2: args as __reduce__ gave them, no attributes
+            exc = _construct(cls, [args, (message,)])
+    if exc is None:
+        exc = RemoteError(type_name.replace(":", "."), message)
+    cause = data.get("cause")
+    if isinstance(cause, dict):
+        exc.__cause__ = _decode_exc(cause)
+    return exc
+
+
+def rebuild(
+    cls: type[BaseException], args: tuple[Any, ...], attrs: dict[str, Any]
+) -> BaseException | None:
+    """The exception as it was raised, without calling ``__init__`` (as pickle rebuilds
+    objects): ``__new__`` with its ``args``, then its instance attributes. None when the
+    class refuses (its ``__new__`` wants other arguments)."""
+    try:
+        exc = cls.__new__(cls, *args)
+        exc.args = args
+    except Exception:
+        return _construct(cls, [args])
+    for key, value in attrs.items():
+        try:
+            setattr(exc, key, value)
+        except Exception:  # a read-only property: the attribute degrades, not the error
+            continue
+    return exc
+
+
+def _construct(cls: type[BaseException], candidates: list[tuple[Any, ...]]) -> BaseException | None:
+    for args in candidates:
+        try:
+            return cls(*args)
         except Exception:
-            pass
-    return RemoteError(type_name.replace(":", "."), message)
+            continue
+    return None
+
+
+def _rebuild_pickled(
+    cls: type[BaseException], args: tuple[Any, ...], attrs: dict[str, Any], cause: Any
+) -> BaseException:
+    exc = rebuild(cls, args, attrs) or RemoteError(_qualname(cls).replace(":", "."), str(args))
+    exc.__cause__ = cause
+    return exc
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles exceptions (anywhere in a value) as ``rebuild`` restores them: Python's own
+    reduction calls ``cls(*args)``, which fails for an ``__init__`` taking other arguments
+    than the ``args`` it passes to ``Exception.__init__``."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, BaseException):
+            attrs = {
+                k: v for k, v in getattr(obj, "__dict__", {}).items() if not k.startswith("__")
+            }
+            return _rebuild_pickled, (type(obj), obj.args, attrs, obj.__cause__)
+        return NotImplemented
+
+
+def _pickle(value: Any) -> str:
+    buffer = io.BytesIO()
+    _Pickler(buffer).dump(value)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -20,7 +20,7 @@ from ..runtime.chains import (
 )
 from ..runtime.options import current_timeout, take_workflow_id
 from ..types import ChainOutcome, WorkflowKind
-from .publisher import DURABLE_HEADER, STEP_HEADER, durable_headers
+from .publisher import DURABLE_HEADER, STEP_HEADER, durable_headers, send
 
 if TYPE_CHECKING:
     from ..runtime.handle import WorkflowHandle
@@ -93,7 +93,7 @@ def start_chain(
     headers = {**(options.pop("headers", None) or {}), **durable_headers(workflow_id, 0)}
     options.setdefault("root_id", workflow_id)
     try:
-        return Task.apply_async(
+        return send(
             task, args, kwargs, task_id=first_id, chain=links or None, headers=headers, **options
         )
     except BaseException:

@@ -63,6 +63,8 @@ class Durable:
         self._migrate_lock = threading.Lock()
         self.worker_executor_id: str | None = None
         self._worker_heartbeat: Heartbeat | None = None
+        # receives every durable message instead of the broker when set (testing kit)
+        self.dispatcher: Callable[[str, Any, Any, dict[str, Any]], Any] | None = None
         self.logger = make_logger()
         app.durable = self
         app.steps["worker"].add(DurableHeartbeat)
@@ -119,12 +121,35 @@ class Durable:
             SignalEvents(self),
         )
 
+    def rebind(
+        self, store: DurableStore | None, overrides: dict[str, Any] | None = None
+    ) -> tuple[DurableStore | None, dict[str, Any]]:
+        """From now on use ``store`` (None: the configured database) and these setting
+        ``overrides`` (None: as they are); the runtime is built anew on next use. Returns
+        the store and overrides replaced, to rebind them back (``celery_durable.testing``)."""
+        with self._lock:
+            previous = (self._given_store, dict(self.overrides))
+            if overrides is not None:
+                self.overrides = dict(overrides)
+            self._settings = None
+            self._given_store = store
+            self._runtime = None
+            self._republisher = None
+            self._migrated = store is not None
+        return previous
+
     @property
     def republish(self) -> Republisher:
         """Sends a recorded workflow's message again (recovery, resume, fork)."""
         if self._republisher is None:
-            self._republisher = Republisher(self.app, self.runtime)
+            self._republisher = Republisher(self.app, self.runtime, self.send_task)
         return self._republisher
+
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        """``app.send_task``, or the ``dispatcher`` when one is set (see tasks.send)."""
+        if self.dispatcher is not None:
+            return self.dispatcher(name, args, kwargs, options)
+        return self.app.send_task(name, args, kwargs, **options)
 
     @property
     def store(self) -> DurableStore:

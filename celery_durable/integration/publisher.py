@@ -8,15 +8,18 @@ is gone is dropped silently until a consumer re-declares it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from celery import Celery, signature
+from celery import Celery, Task, signature
 from kombu.entity import Queue
 
 from ..runtime.chains import open_step
 from ..runtime.runtime import Runtime
 from ..types import WorkflowKind, WorkflowRecord
 
+#: ``send_task(name, args, kwargs, **options)``, as ``Celery.send_task``
+SendTask = Callable[..., Any]
 DURABLE_HEADER = "durable_workflow"
 STEP_HEADER = "durable_step"
 
@@ -26,6 +29,15 @@ def durable_headers(workflow_id: str, step_id: int | None = None) -> dict[str, A
     if step_id is not None:
         headers[STEP_HEADER] = step_id
     return headers
+
+
+def send(task: Task, args: Any, kwargs: Any, **options: Any) -> Any:
+    """Publish a durable task's message as Celery does, or hand it to the Durable's
+    ``dispatcher`` when one is set (``celery_durable.testing`` runs messages in-process)."""
+    dispatch = task.durable.dispatcher
+    if dispatch is not None:
+        return dispatch(task.name, args, kwargs, options)
+    return Task.apply_async(task, args, kwargs, **options)
 
 
 def declare_for(app: Celery, name: str, options: dict[str, Any]) -> list[Queue]:
@@ -45,9 +57,10 @@ def declare_for(app: Celery, name: str, options: dict[str, Any]) -> list[Queue]:
 class Republisher:
     """``republisher(record)``: a chain's first open step, or a code workflow's message."""
 
-    def __init__(self, app: Celery, runtime: Runtime) -> None:
+    def __init__(self, app: Celery, runtime: Runtime, send_task: SendTask) -> None:
         self.app = app
         self.runtime = runtime
+        self.send_task = send_task
 
     def __call__(self, record: WorkflowRecord, countdown: float | None = None) -> None:
         if record.kind == WorkflowKind.CHAIN:
@@ -67,7 +80,7 @@ class Republisher:
         if countdown:
             options["countdown"] = countdown
         options["declare"] = declare_for(self.app, record.name, options)
-        self.app.send_task(
+        self.send_task(
             record.name, list(data.get("args") or []), dict(data.get("kwargs") or {}), **options
         )
 
@@ -95,7 +108,7 @@ class Republisher:
                 sig.options["task_id"] = task_id
             links.append(sig)
         options["declare"] = declare_for(self.app, stored["task"], options)
-        self.app.send_task(
+        self.send_task(
             stored["task"], args, stored.get("kwargs") or {},
             task_id=step.task_id, root_id=workflow_id,
             chain=list(reversed(links)) or None,

@@ -17,7 +17,7 @@ from ..runtime.steps import run_step, run_transaction
 from ..runtime.workflows import StartRequest, execute, record_start, run_direct
 from ..types import RunOutcome, WorkflowKind
 from .chains import run_step_on_worker, start_chain
-from .publisher import DURABLE_HEADER
+from .publisher import DURABLE_HEADER, send
 
 if TYPE_CHECKING:
     from .durable import Durable
@@ -132,7 +132,7 @@ class DurableTask(Task):  # type: ignore[misc]
         headers[DURABLE_HEADER] = workflow_id
         if options.get("queue") is None:
             options.pop("queue", None)
-        return super().apply_async(args, kwargs, task_id=workflow_id, headers=headers, **options)
+        return send(self, args, kwargs, task_id=workflow_id, headers=headers, **options)
 
     def apply_async(
         self,
@@ -147,7 +147,7 @@ class DurableTask(Task):  # type: ignore[misc]
         A message for a workflow already recorded (a chain link, a retry) is only sent.
         """
         if DURABLE_HEADER in (options.get("headers") or {}):
-            return super().apply_async(args, kwargs, task_id=task_id, **options)
+            return send(self, args, kwargs, task_id=task_id, **options)
         if self.durable_kind != WorkflowKind.WORKFLOW:
             return start_chain(self, args, kwargs, task_id, options)
         runtime = self.durable.runtime

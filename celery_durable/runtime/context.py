@@ -41,6 +41,12 @@ class SuspendWorkflow(BaseException):
         self.delay = delay
 
 
+class ProcessDeath(BaseException):
+    """Stands for the death of this process at the point it is raised (subclassed by
+    ``celery_durable.testing``'s crash points): a run it ends keeps its ownership, as a
+    killed worker's would, for recovery to find."""
+
+
 workflow_context: ContextVar[WorkflowContext | None] = ContextVar("durable_workflow", default=None)
 step_status: ContextVar[StepStatus | None] = ContextVar("durable_step_status", default=None)
 step_name: ContextVar[str | None] = ContextVar("durable_step_name", default=None)

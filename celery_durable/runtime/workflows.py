@@ -14,7 +14,7 @@ from ..types import (
     WorkflowRecord,
     WorkflowState,
 )
-from .context import SuspendWorkflow, WorkflowContext, workflow_context
+from .context import ProcessDeath, SuspendWorkflow, WorkflowContext, workflow_context
 from .runtime import Runtime, log
 
 
@@ -144,6 +144,8 @@ def execute(
     except Exception as exc:
         _finish(runtime, ctx, WorkflowState.ERROR, error=runtime.serializer.dumps_exception(exc))
         return Outcome(RunOutcome.ERROR, error=exc, record=record)
+    except ProcessDeath:
+        raise
     except BaseException:  # interrupted (KeyboardInterrupt, SystemExit): others take over
         _give_up(runtime, ctx)
         raise

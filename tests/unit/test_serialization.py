@@ -211,3 +211,77 @@ def test_pickle_corrupted_text_raises_corrupted_row_error() -> None:
 def test_unknown_serializer_name_is_rejected() -> None:
     with pytest.raises(SerializationError):
         Serializer(KOMBU_JSON, "yaml")
+
+
+class InsufficientInventoryError(Exception):
+    """The DBOS guide's example: several required arguments, a formatted message."""
+
+    def __init__(self, product_id: str, requested: int, available: int) -> None:
+        self.product_id = product_id
+        self.requested = requested
+        self.available = available
+        super().__init__(
+            f"Insufficient inventory for {product_id}: requested {requested}, available {available}"
+        )
+
+
+class PaymentDeclinedError(Exception):
+    """The guide's other example: its __init__ formats the message from the reason."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"Payment declined: {reason}")
+
+
+def both() -> list[Serializer]:
+    return [Serializer(KOMBU_JSON), Serializer(KOMBU_JSON, "pickle")]
+
+
+@pytest.mark.parametrize("ser", both(), ids=["json", "pickle"])
+def test_the_guides_errors_come_back_with_every_attribute(ser: Serializer) -> None:
+    inventory = roundtrip_exc(ser, InsufficientInventoryError("sku-1", 5, 2))
+    assert isinstance(inventory, InsufficientInventoryError)
+    assert (inventory.product_id, inventory.requested, inventory.available) == ("sku-1", 5, 2)
+    assert str(inventory) == "Insufficient inventory for sku-1: requested 5, available 2"
+    assert inventory.args == ("Insufficient inventory for sku-1: requested 5, available 2",)
+    declined = roundtrip_exc(ser, PaymentDeclinedError("over limit"))
+    assert isinstance(declined, PaymentDeclinedError)
+    assert declined.reason == "over limit"
+    assert str(declined) == "Payment declined: over limit"  # not formatted a second time
+
+
+@pytest.mark.parametrize("ser", both(), ids=["json", "pickle"])
+def test_attempt_errors_inside_max_retries_keep_their_attributes(ser: Serializer) -> None:
+    original = MaxStepRetriesExceeded(
+        "shop.reserve", 1, [InsufficientInventoryError("a", 1, 0), PaymentDeclinedError("x")]
+    )
+    got = roundtrip_exc(ser, original)
+    assert isinstance(got, MaxStepRetriesExceeded)
+    first, second = got.errors
+    assert isinstance(first, InsufficientInventoryError) and first.product_id == "a"
+    assert isinstance(second, PaymentDeclinedError) and second.reason == "x"
+    assert str(got) == str(original)
+
+
+def test_an_attribute_json_cannot_hold_degrades_alone(ser: Serializer) -> None:
+    original = CodedError(500, "boom")
+    original.where = Point(1, 2)  # type: ignore[attr-defined]
+    got = roundtrip_exc(ser, original)
+    assert isinstance(got, CodedError)
+    assert (got.code, got.detail, got.args) == (500, "boom", (500, "boom"))
+    assert isinstance(got.where, str) and "Point" in got.where  # type: ignore[attr-defined]
+
+
+def test_the_cause_chain_is_kept(ser: Serializer) -> None:
+    try:
+        try:
+            raise KeyError("sku-9")
+        except KeyError as inner:
+            raise PaymentDeclinedError("lookup failed") from inner
+    except PaymentDeclinedError as exc:
+        text = ser.dumps_exception(exc)
+    got = ser.loads_exception(text)
+    assert isinstance(got, PaymentDeclinedError) and got.reason == "lookup failed"
+    assert isinstance(got.__cause__, KeyError) and got.__cause__.args == ("sku-9",)
+    stored = ser.codec.loads(text)
+    assert "raise PaymentDeclinedError" in stored["traceback"]  # for people reading the row
