@@ -1,7 +1,7 @@
 """The crash matrix: durable workflows on real workers while processes and servers fail.
 
     python -m bench.chaos                 # 1,000 workflows, every fault several times
-    python -m bench.chaos --short         # 200 workflows, each fault at least once (< 3 min)
+    python -m bench.chaos --short         # 150 workflows, each fault at least once (< 3 min)
     python -m bench.chaos --seed 7        # the same workflow mix and fault plan again
 
 Starts its own Postgres cluster and redis-server on free ports (never the shared ones),
@@ -36,8 +36,8 @@ from bench.chaos_faults import COUNTS, Fault, Injector, Observer, plan_faults
 from bench.chaos_servers import Postgres, Redis
 from bench.common import ROOT, Group, bench_line, install_cleanup
 
-SIZES = {"short": (200, 3), "full": (1000, 8)}  # workflows, of which time-limit overruns
-RATE = 4.0  # workflows submitted per second
+SIZES = {"short": (150, 3), "full": (1000, 8)}  # workflows, of which time-limit overruns
+RATE = 3.0  # workflows submitted per second: about two thirds of the 6 pool slots busy
 SETTLE = {"short": 45.0, "full": 90.0}  # bound on the wait for the last workflows to end
 
 Plan = list[tuple[float, str, str, int]]  # (seconds after start, workflow id, kind, x)
@@ -158,7 +158,7 @@ def print_matrix(rows: list[dict[str, Any]]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--short", action="store_true", help="200 workflows, fewer faults")
+    parser.add_argument("--short", action="store_true", help="150 workflows, fewer faults")
     parser.add_argument("--seed", type=int, default=None, help="default: a random one, printed")
     parser.add_argument("--workflows", type=int, default=None, help="override the count")
     parser.add_argument("--keep", action="store_true", help="keep the logs and data folder")

@@ -151,7 +151,8 @@ def work(x: int) -> int:
 
 @durable.step(name="chaos.linger")
 def linger(x: int) -> int:
-    """A longer step: a workflow of several of them outlives the visibility timeout."""
+    """A longer step: a workflow of a dozen (about 6 s) outlives the visibility timeout, and a
+    warm shutdown that catches one early outlasts the executor timeout while it drains."""
     record_effect("linger")
     pause(0.35, 0.55)
     return x + 1
@@ -202,7 +203,7 @@ def overrun(x: int) -> int:
 
 SHAPES: dict[str, list[Callable[[int], int]]] = {
     "short": [work, book, work, work],
-    "long": [work, book, *[linger] * 8],
+    "long": [work, book, *[linger] * 12],
     "flaky": [work, flaky, book, work],
     "declined": [work, book, declined],
 }
@@ -255,7 +256,7 @@ KINDS = {
     k.name: k
     for k in (
         Kind("workflow", 0.22, 4, _code("short")),
-        Kind("workflow_long", 0.08, 10, _code("long")),
+        Kind("workflow_long", 0.08, 14, _code("long")),
         Kind("workflow_flaky", 0.12, 4, _code("flaky")),
         Kind("workflow_declined", 0.06, 2, _code("declined"), declined=True),
         Kind("durable_chain", 0.22, 5, _durable_chain(book)),
