@@ -18,7 +18,6 @@ a step body ran again without a kill to explain it.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import random
@@ -29,12 +28,16 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.chaos_cluster import Event, Supervisor
 from bench.chaos_faults import COUNTS, Fault, Injector, Observer, plan_faults
+from bench.chaos_report import print_matrix, print_totals, record, save_events
 from bench.chaos_servers import Postgres, Redis
 from bench.common import ROOT, Group, bench_line, install_cleanup
+
+if TYPE_CHECKING:  # the verdict imports the app, which reads its settings at import
+    from bench.chaos_verdict import Verdict
 
 SIZES = {"short": (150, 3), "full": (1000, 8)}  # workflows, of which time-limit overruns
 RATE = 3.0  # workflows submitted per second: about two thirds of the 6 pool slots busy
@@ -126,59 +129,15 @@ def run_chaos(
     return events, submitter
 
 
-def save_events(events: list[Event], path: Path) -> None:
-    """Every event with its pids and scope, for a look at a kept run (``--keep``)."""
-    rows = [
-        {**vars(e), "pids": sorted(e.pids), "affected": sorted(e.affected)}
-        for e in sorted(events, key=lambda e: e.at)
-    ]
-    path.write_text(json.dumps(rows, indent=1))
+def run(
+    folder: Path, mode: str, rng: random.Random, n: int, pg_down: float | None
+) -> tuple[Verdict, int, int]:
+    """Bring the servers and processes up in ``folder``, run the chaos, judge it.
 
-
-def print_matrix(rows: list[dict[str, Any]]) -> None:
-    """The matrix as a Markdown table (bench/RESULTS.md takes it as it is)."""
-    columns = {
-        "label": "fault", "injected": "injected", "affected": "affected", "reruns": "re-runs",
-        "unexplained": "unexplained", "lost": "lost",
-        "recover_median_s": "recover median s", "recover_max_s": "recover max s",
-    }  # fmt: skip
-
-    def cell(value: Any) -> str:
-        return "-" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value)
-
-    table = [list(columns.values())] + [[cell(row[k]) for k in columns] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    rule = ["-" * widths[0], *("-" * (w - 1) + ":" for w in widths[1:])]
-    print()
-    for line in [table[0], rule, *table[1:]]:
-        pairs = enumerate(zip(line, widths, strict=True))
-        cells = [c.rjust(w) if i else c.ljust(w) for i, (c, w) in pairs]
-        print("| " + " | ".join(cells) + " |")
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--short", action="store_true", help="150 workflows, fewer faults")
-    parser.add_argument("--seed", type=int, default=None, help="default: a random one, printed")
-    parser.add_argument("--workflows", type=int, default=None, help="override the count")
-    parser.add_argument("--keep", action="store_true", help="keep the logs and data folder")
-    args = parser.parse_args()
-    mode = "short" if args.short else "full"
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
-    rng = random.Random(seed)
-    n, overruns = SIZES[mode]
-    n = args.workflows or n
-    started = time.time()
-    print(f"chaos run: {mode}, seed {seed}, {n} workflows, commit {commit_measured()}", flush=True)
-
-    install_cleanup()
-    # the store's retries while the faults strike: the workers' logs keep them, not the report
-    logging.getLogger("celery_durable").setLevel(logging.ERROR)
-    folder = Path(tempfile.mkdtemp(prefix="bench-chaos-"))
-    folder.chmod(0o755)  # the postgres user reaches its data folder through it
-    (folder / "pg").mkdir()
-    cluster: Supervisor | None = None
+    Returns the verdict, the process restarts and the workflow starts tried again.
+    """
     pg, redis = Postgres(folder / "pg"), Redis(folder)
+    cluster: Supervisor | None = None
     try:
         pg.start()
         pg.create_database()
@@ -190,83 +149,68 @@ def main() -> int:
         chaos_app.durable.migrate()
         chaos_app.create_tables()
         weights = {k.name: k.weight for k in chaos_app.KINDS.values() if k.weight}
-        plan = plan_workflows(rng, n, min(overruns, n // 10), weights)
-        window = len(plan) / RATE
-        faults = plan_faults(rng, 3.0, max(window - 2.0, 6.0), COUNTS[mode])
+        plan = plan_workflows(rng, n, min(SIZES[mode][1], n // 10), weights)
+        window = max(len(plan) / RATE - 2.0, 6.0)
+        faults = plan_faults(rng, 3.0, window, COUNTS[mode], pg_down)
         cluster = Supervisor(dict(os.environ), folder, rng)
         cluster.start()
-        print(
-            f"servers and workers up in {time.time() - started:.1f} s; logs in {folder}", flush=True
-        )
+        print(f"servers and workers up; logs in {folder}", flush=True)
         observer = Observer(pg.url)
-        events, submitter = run_chaos(
-            cluster, Injector(cluster, pg, redis, observer), faults, plan, SETTLE[mode]
-        )
+        injector = Injector(cluster, pg, redis, observer)
+        events, submitter = run_chaos(cluster, injector, faults, plan, SETTLE[mode])
         cluster.stop()
         observer.dispose()
         facts = chaos_facts.read_facts(pg.url, chaos_app.durable.runtime.serializer)
         events += chaos_facts.log_events([w.log for w in cluster.workers], facts)
+        save_events(events, folder / "events.json")
         kinds = {wid: (chaos_app.KINDS[kind], x) for _, wid, kind, x in plan}
         chains = {wid for wid, (kind, _) in kinds.items() if "chain" in kind.name}
         verdict = chaos_verdict.judge(facts, events, kinds, chains)
-        save_events(events, folder / "events.json")
+        return verdict, cluster.restarts, submitter.failed_starts
     finally:
         if cluster is not None:
             cluster.stop()
         pg.stop()
         redis.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--short", action="store_true", help="150 workflows, fewer faults")
+    parser.add_argument("--seed", type=int, default=None, help="default: a random one, printed")
+    parser.add_argument("--workflows", type=int, default=None, help="override the count")
+    parser.add_argument("--keep", action="store_true", help="keep the logs and data folder")
+    parser.add_argument(
+        "--pg-down", type=float, default=None, help="seconds Postgres stays down on a restart"
+    )
+    args = parser.parse_args()
+    mode = "short" if args.short else "full"
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
+    n = args.workflows or SIZES[mode][0]
+    commit = commit_measured()
+    started = time.time()
+    print(f"chaos run: {mode}, seed {seed}, {n} workflows, commit {commit}", flush=True)
+    install_cleanup()
+    # the store's retries while the faults strike: the workers' logs keep them, not the report
+    logging.getLogger("celery_durable").setLevel(logging.ERROR)
+    folder = Path(tempfile.mkdtemp(prefix="bench-chaos-"))
+    folder.chmod(0o755)  # the postgres user reaches its data folder through it
+    (folder / "pg").mkdir()
+    try:
+        verdict, restarts, failed_starts = run(folder, mode, random.Random(seed), n, args.pg_down)
+    finally:
         Group.kill_all()
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
-    wall = time.time() - started
     print_matrix(verdict.matrix)
-    report(verdict, submitter, cluster)
-    faults_done = {str(r["fault"]): r["injected"] for r in verdict.matrix if r["fault"] != "none"}
-    bench_line({
-        "bench": "chaos", "mode": mode, "seed": seed, "commit": commit_measured(),
-        "workflows": verdict.workflows, "success": verdict.success,
-        "expected_error": verdict.expected_error, "lost": len(verdict.lost),
-        "unexpected_status": len(verdict.unexpected), "reruns": len(verdict.reruns),
-        "unexplained_reruns": len(verdict.unexplained),
-        "designed_retries": verdict.designed_retries,
-        "ran_after_checkpoint": len(verdict.after_checkpoint),
-        "tx_double_commits": len(verdict.double_commits),
-        "tx_commit_mismatch": len(verdict.commit_mismatch),
-        "failed_starts": submitter.failed_starts, "worker_restarts": cluster.restarts,
-        "faults": faults_done, "wall_s": wall, "ok": verdict.ok,
-    })  # fmt: skip
+    print_totals(verdict, restarts, failed_starts)
+    bench_line(
+        record(
+            verdict, mode=mode, seed=seed, commit=commit, failed_starts=failed_starts,
+            worker_restarts=restarts, wall_s=time.time() - started,
+        )
+    )  # fmt: skip
     return 0 if verdict.ok else 1
-
-
-def report(verdict: Any, submitter: Submitter, cluster: Supervisor) -> None:
-    """The totals under the matrix, then up to ten examples of each violation."""
-    print(
-        f"\n{verdict.workflows} workflows: {verdict.success} SUCCESS, {verdict.expected_error}"
-        f" expected ERROR, {len(verdict.lost)} lost, {len(verdict.unexpected)} ended otherwise;"
-        f" {len(verdict.reruns)} re-runs ({len(verdict.unexplained)} unexplained),"
-        f" {verdict.designed_retries} designed retries; {len(verdict.double_commits)}"
-        f" transaction bodies committed twice; {cluster.restarts} process restarts;"
-        f" {submitter.failed_starts} starts retried"
-    )
-    problems = {
-        "lost (still ENQUEUED or PENDING)": verdict.lost,
-        "ended otherwise": [f"{w} {why}" for w, why in verdict.unexpected.items()],
-        "unexplained re-runs": [
-            f"{r.run.workflow_id} step {r.run.step_id} ({r.run.step}) attempt {r.run.attempt}"
-            f" pid {r.run.pid} at {r.run.start:.3f}"
-            for r in verdict.unexplained
-        ],
-        "started after its checkpoint": [
-            f"{r.workflow_id} step {r.step_id} pid {r.pid}" for r in verdict.after_checkpoint
-        ],
-        "transaction committed twice": verdict.double_commits,
-        "commit without checkpoint or checkpoint without commit": verdict.commit_mismatch,
-    }
-    for title, items in problems.items():
-        if items:
-            print(f"\n{title}: {len(items)}")
-            for item in items[:10]:
-                print(f"  {item}")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ class Node:
     cmd: list[str]
     log: Path
     group: Group | None = None
-    pids: set[int] = field(default_factory=set)  # the group's processes at the last look
+    pids: set[int] = field(default_factory=set)  # the incarnation's processes seen so far
     restart_at: float | None = None
     term_at: float | None = None  # a warm shutdown is under way since then
 
@@ -87,16 +87,18 @@ class Supervisor:
         node.restart_at = node.term_at = None
 
     def _look(self, node: Node) -> set[int]:
-        """The group's live processes now (the leader and its pool children)."""
+        """Every process of this incarnation seen so far: the leader and its pool children.
+
+        Cumulative: once the leader has died its children are no longer its children, yet
+        a step may still be running in one, and its death must be on record."""
         if node.group is None:
-            return set()
+            return node.pids
         try:
             leader = psutil.Process(node.group.pid)
-            found = {leader.pid, *(c.pid for c in leader.children(recursive=True))}
+            node.pids |= {c.pid for c in leader.children(recursive=True)}
         except psutil.NoSuchProcess:
-            return node.pids
-        node.pids = found
-        return found
+            pass
+        return node.pids
 
     def _down(self, node: Node, restart_after: float) -> tuple[frozenset[int], float]:
         """SIGKILL what is left of the group and schedule the restart. Returns its pids and

@@ -45,18 +45,26 @@ class Fault:
 
 
 def plan_faults(
-    rng: random.Random, start: float, end: float, counts: dict[str, int]
+    rng: random.Random,
+    start: float,
+    end: float,
+    counts: dict[str, int],
+    pg_down: float | None = None,
 ) -> list[Fault]:
     """Spread the faults over [start, end]: one per equal slot, at a random point of it, so
-    two never strike at once and each has a few seconds before the next."""
+    two never strike at once and each has a few seconds before the next. A restarted
+    server stays down 0.2 to 1.5 s, or ``pg_down`` s for Postgres when given."""
     kinds = [kind for kind, n in counts.items() for _ in range(n)]
     rng.shuffle(kinds)
     slot = (end - start) / max(1, len(kinds))
-    return [
-        Fault(start + (i + rng.uniform(0.1, 0.9)) * slot, kind, rng.randrange(3),
-              rng.uniform(0.2, 1.5))
-        for i, kind in enumerate(kinds)
-    ]  # fmt: skip
+    faults = []
+    for i, kind in enumerate(kinds):
+        at = start + (i + rng.uniform(0.1, 0.9)) * slot
+        target, pause = rng.randrange(3), rng.uniform(0.2, 1.5)  # drawn either way: same plan
+        if kind == "pg_restart" and pg_down is not None:
+            pause = pg_down
+        faults.append(Fault(at, kind, target, pause))
+    return faults
 
 
 class Observer:
