@@ -50,7 +50,8 @@ def print_totals(verdict: Verdict, restarts: int, failed_starts: int) -> None:
         "ended otherwise": [f"{w} {why}" for w, why in verdict.unexpected.items()],
         "unexplained re-runs": [
             f"{r.run.workflow_id} step {r.run.step_id} ({r.run.step}) attempt {r.run.attempt}"
-            f" pid {r.run.pid} at {r.run.start:.3f}"
+            f" pid {r.run.pid} at {r.run.start:.3f}; before: pid {r.before.pid}"
+            f" at {r.before.start:.3f}"
             for r in verdict.unexplained
         ],
         "started after its checkpoint": [

@@ -34,14 +34,19 @@ ROWS = {
 }
 
 ENDERS = KILLS | {"rollback", "pg_restart"}  # events that can end a step body's run
+# how far back a fault may be blamed for an unexplained re-run: a warm shutdown's drain,
+# then the executor timeout and a sweep, fit in it
+BLAME_WINDOW = 20.0
 
 
 @dataclass(frozen=True)
 class Rerun:
-    """A step body that ran again; ``cause`` is the fault that explains it, or None."""
+    """A step body that ran again; ``cause`` is the fault that explains it, or None, and
+    ``before`` the latest earlier run of the step."""
 
     run: Execution
     cause: Event | None
+    before: Execution
 
 
 @dataclass
@@ -100,9 +105,9 @@ def explain(facts: Facts, events: list[Event], chains: set[str], verdict: Verdic
                     earlier.remove(retried)
                     verdict.designed_retries += 1
                 else:
-                    verdict.reruns.append(
-                        Rerun(run, _take_cause(earlier, run, enders, checkpoint, chains))
-                    )
+                    before = earlier[-1] if earlier else runs[0]
+                    cause = _take_cause(earlier, run, enders, checkpoint, chains)
+                    verdict.reruns.append(Rerun(run, cause, before))
             earlier.append(run)
 
 
@@ -200,19 +205,22 @@ def build_matrix(facts: Facts, events: list[Event], verdict: Verdict) -> None:
 
 
 def _blame(rerun: Rerun, events: list[Event]) -> str:
-    """The explaining fault's kind; for an unexplained re-run, the last fault before it
-    whose scope held its workflow."""
+    """The explaining fault's kind. An unexplained re-run goes to the last fault whose
+    scope held its workflow in the ``BLAME_WINDOW`` before it; a redelivery only when no
+    other fault did, since a redelivery is how a fault's duplicate usually arrives."""
     cause = rerun.cause
     if cause is not None and cause.kind != "rollback":
         return cause.kind
     if cause is not None:  # the database fault that made the store roll back
         faults = [e for e in events if e.kind.startswith("pg_") and e.at <= cause.at]
-    else:
-        faults = [
-            e
-            for e in events
-            if e.kind in ROWS and e.at <= rerun.run.start and rerun.run.workflow_id in e.affected
-        ]
+        return max(faults, key=lambda e: e.at).kind if faults else "none"
+    start, wid = rerun.run.start, rerun.run.workflow_id
+    near = [
+        e
+        for e in events
+        if e.kind in ROWS and start - BLAME_WINDOW <= e.at <= start and wid in e.affected
+    ]
+    faults = [e for e in near if e.kind != "redelivered"] or near
     return max(faults, key=lambda e: e.at).kind if faults else "none"
 
 
