@@ -94,10 +94,10 @@ def explain(facts: Facts, events: list[Event], chains: set[str], verdict: Verdic
     for key, runs in facts.executions.items():
         checkpoint = facts.checkpoints.get(key)
         earlier: list[Execution] = []  # runs not yet matched with the run that replaced them
-        for run in runs:
+        for i, run in enumerate(runs):
             if checkpoint is not None and run.start > checkpoint + 0.001:
                 verdict.after_checkpoint.append(run)
-            if run is not runs[0]:
+            if i:
                 retried = next(
                     (p for p in earlier if p.planned_failure and p.attempt < run.attempt), None
                 )
@@ -105,9 +105,8 @@ def explain(facts: Facts, events: list[Event], chains: set[str], verdict: Verdic
                     earlier.remove(retried)
                     verdict.designed_retries += 1
                 else:
-                    before = earlier[-1] if earlier else runs[0]
                     cause = _take_cause(earlier, run, enders, checkpoint, chains)
-                    verdict.reruns.append(Rerun(run, cause, before))
+                    verdict.reruns.append(Rerun(run, cause, runs[i - 1]))
             earlier.append(run)
 
 
