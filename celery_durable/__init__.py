@@ -15,6 +15,7 @@ from .errors import (
     RemoteError,
     SerializationError,
     UnknownWorkflowError,
+    WorkflowCancelledError,
     WorkflowTimeoutError,
 )
 from .integration.durable import Durable
@@ -28,7 +29,7 @@ from .integration.signals import (
 from .policy import RetryPolicy
 from .runtime.handle import WorkflowHandle
 from .runtime.options import SetWorkflowID, SetWorkflowTimeout
-from .types import StepInfo, StepStatus, WorkflowStatus, WorkflowStatusString
+from .types import ResumeOutcome, StepInfo, StepStatus, WorkflowStatus, WorkflowStatusString
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,7 @@ __all__ = [
     "NonDeterministicWorkflowError",
     "NonExistentWorkflow",
     "RemoteError",
+    "ResumeOutcome",
     "RetryPolicy",
     "SerializationError",
     "SetWorkflowID",
@@ -53,6 +55,7 @@ __all__ = [
     "StepInfo",
     "StepStatus",
     "UnknownWorkflowError",
+    "WorkflowCancelledError",
     "WorkflowHandle",
     "WorkflowStatus",
     "WorkflowStatusString",

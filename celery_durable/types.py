@@ -8,24 +8,100 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 
-class WorkflowStatusString(StrEnum):
-    ENQUEUED = "ENQUEUED"
-    PENDING = "PENDING"
+class WorkflowState(StrEnum):
+    """A workflow's status (also a chain's), as stored."""
+
+    ENQUEUED = "ENQUEUED"  # recorded and published (or waiting out a long retry)
+    PENDING = "PENDING"  # running, owned by an executor
     SUCCESS = "SUCCESS"
     ERROR = "ERROR"
-    CANCELLED = "CANCELLED"
-    MAX_RECOVERY_ATTEMPTS_EXCEEDED = "MAX_RECOVERY_ATTEMPTS_EXCEEDED"
+    CANCELLED = "CANCELLED"  # cancel_workflow, or its deadline passed
+    MAX_RECOVERY_ATTEMPTS_EXCEEDED = "MAX_RECOVERY_ATTEMPTS_EXCEEDED"  # never runs again
 
+
+#: The public name of ``WorkflowState`` (``from celery_durable import WorkflowStatusString``).
+WorkflowStatusString = WorkflowState
 
 TERMINAL_STATUSES = frozenset(
     {
-        WorkflowStatusString.SUCCESS,
-        WorkflowStatusString.ERROR,
-        WorkflowStatusString.CANCELLED,
-        WorkflowStatusString.MAX_RECOVERY_ATTEMPTS_EXCEEDED,
+        WorkflowState.SUCCESS,
+        WorkflowState.ERROR,
+        WorkflowState.CANCELLED,
+        WorkflowState.MAX_RECOVERY_ATTEMPTS_EXCEEDED,
     }
 )
-ACTIVE_STATUSES = frozenset({WorkflowStatusString.ENQUEUED, WorkflowStatusString.PENDING})
+ACTIVE_STATUSES = frozenset({WorkflowState.ENQUEUED, WorkflowState.PENDING})
+FINISHED_STATUSES = frozenset({WorkflowState.SUCCESS, WorkflowState.ERROR})
+
+
+class StepState(StrEnum):
+    """A step's status, as stored. Code workflow steps are written only when they end
+    (SUCCESS or ERROR); chain steps go PENDING -> RUNNING (leased) -> SUCCESS, RETRYING
+    (due again later) or ERROR."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    RETRYING = "RETRYING"
+    SUCCESS = "SUCCESS"
+    ERROR = "ERROR"
+
+
+ENDED_STEPS = frozenset({StepState.SUCCESS, StepState.ERROR})
+OPEN_STEPS = frozenset({StepState.PENDING, StepState.RUNNING, StepState.RETRYING})
+
+
+class ExecutorState(StrEnum):
+    """An executor (a worker, or a process making direct calls), as stored."""
+
+    RUNNING = "RUNNING"  # alive while its heartbeat is younger than the executor timeout
+    STOPPED = "STOPPED"  # shut down cleanly: what it owned is recovered at once
+
+
+class WorkflowKind(StrEnum):
+    """What a workflow row runs: a code workflow, a step or transaction started on its
+    own, or a durable chain of steps."""
+
+    WORKFLOW = "workflow"
+    STEP = "step"
+    TRANSACTION = "transaction"
+    CHAIN = "chain"
+
+
+class RunOutcome(StrEnum):
+    """How one run of a code workflow ended (``runtime.workflows.execute``)."""
+
+    SUCCESS = "success"  # finished; its output is stored
+    ERROR = "error"  # ended with an error (stored), or cancelled while it ran
+    SUSPENDED = "suspended"  # gave its slot back until a scheduled retry
+    SKIPPED = "skipped"  # not claimed: someone live runs it, it ended, or it is not ours
+
+
+class ChainOutcome(StrEnum):
+    """How one delivery of a chain step ended (``runtime.chains.run_chain_step``)."""
+
+    SUCCESS = "success"  # ran and committed: the next step is due
+    DONE = "done"  # had already finished: the stored output is returned
+    RETRY = "retry"  # failed; to run again after a delay
+    ERROR = "error"  # failed for good: the chain ended ERROR
+    BUSY = "busy"  # leased by a live executor, or the chain has ended
+    EXPIRED = "expired"  # the chain passed its deadline: now CANCELLED
+    REFUSED = "refused"  # the step is recorded under another task name
+    MISSING = "missing"  # no such step
+
+
+class RecoveryAction(StrEnum):
+    """What the sweep did with a stalled workflow."""
+
+    RECOVERED = "recovered"  # re-enqueued (and re-published)
+    DEAD_LETTERED = "dead_lettered"  # over max_recovery_attempts: never runs again
+
+
+class ResumeOutcome(StrEnum):
+    """What ``resume_workflow`` did."""
+
+    RESUMED = "RESUMED"  # re-enqueued from its first incomplete step
+    RUNNING = "RUNNING"  # left alone: a live executor still runs it (or a step of it)
+    FINISHED = "FINISHED"  # left alone: it ended SUCCESS or ERROR
 
 
 class StepStatus(NamedTuple):
@@ -34,10 +110,6 @@ class StepStatus(NamedTuple):
     step_id: int
     current_attempt: int
     max_attempts: int
-
-
-def now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)
 
 
 def ms_to_datetime(ms: int | None) -> datetime | None:
@@ -51,7 +123,7 @@ class WorkflowRecord:
     workflow_id: str
     name: str
     status: str
-    kind: str = "workflow"
+    kind: str = WorkflowKind.WORKFLOW
     inputs: str | None = None
     output: str | None = None
     error: str | None = None

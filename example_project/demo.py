@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
-from celery_durable import Durable, SetWorkflowID, WorkflowHandle
+from celery_durable import Durable, ResumeOutcome, SetWorkflowID, WorkflowHandle
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DEMO_DIR = HERE / ".demo"  # git-ignored
@@ -151,6 +151,15 @@ def show_state(durable: Durable, handles: dict[str, WorkflowHandle]) -> None:
         say(f"    {handle.workflow_id:<16} {status:<9} steps recorded: {done or 'none'}")
 
 
+def resume_once_owner_gone(durable: Durable, workflow_id: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while (outcome := durable.resume(workflow_id)) == ResumeOutcome.RUNNING:
+        if time.monotonic() > deadline:
+            raise DemoError(f"workflow {workflow_id} still owned by a live worker after {WAIT}s")
+        time.sleep(0.5)
+    say(f"    {workflow_id:<16} {outcome}")
+
+
 def effects_table(tasks: ModuleType, handles: dict[str, WorkflowHandle]) -> bool:
     """Print executions per step for each order; True when all are 1 and all succeeded."""
     counts = tasks.count_effects(list(handles))
@@ -193,10 +202,13 @@ def run(workers: list[Worker]) -> bool:
     unfinished = durable.list_workflows(status=["ENQUEUED", "PENDING"], workflow_ids=ids)
     say(f"\n[4] durable.resume_workflow(id) for the {len(unfinished)} unfinished workflows:")
     say("    each goes on from its first incomplete step. Worker #2 starts.")
-    for workflow in unfinished:
-        durable.resume_workflow(workflow.workflow_id)
+    timeout = durable.settings.executor_timeout
+    say(f"    (Until worker #1's last heartbeat is {timeout:.0f} s old it may still be running")
+    say("    them, so resume leaves them alone: the demo asks again until it resumes them.)")
     workers.append(Worker(2, {**env, "SHOP_CRASH_FLAGS": ""}))
     workers[1].start()
+    for workflow in unfinished:
+        resume_once_owner_gone(durable, workflow.workflow_id)
     for handle in handles.values():
         try:
             result = handle.get_result(timeout=WAIT)

@@ -20,6 +20,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from celery_durable import Durable
+from celery_durable.types import ResumeOutcome
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get(
     "DURABLE_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -91,8 +94,10 @@ class WorkerProcess:
         concurrency: int = 2,
         pool: str = "prefork",
         env: dict[str, str] | None = None,
+        options: tuple[str, ...] = (),
     ) -> None:
         self.app = app
+        self.options = options
         self.name = name or f"w{uuid.uuid4().hex[:6]}"
         self.queues = queues or os.environ["DURABLE_TEST_QUEUE"]
         self.concurrency = concurrency
@@ -106,7 +111,7 @@ class WorkerProcess:
             sys.executable, "-m", "celery", "-A", self.app, "worker",
             "-l", "info", "-P", self.pool, "-c", str(self.concurrency),
             "-n", f"{self.name}@%h", "-Q", self.queues,
-            "--without-mingle", "--without-gossip", "--without-heartbeat",
+            "--without-mingle", "--without-gossip", "--without-heartbeat", *self.options,
         ]  # fmt: skip
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -136,6 +141,11 @@ class WorkerProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
+
+    def terminate(self) -> None:
+        """Start a warm shutdown (SIGTERM) without waiting for it."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 20.0) -> None:
         """Warm shutdown (SIGTERM), then SIGKILL if it lingers."""
@@ -176,3 +186,9 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: f
             return
         time.sleep(interval)
     raise TimeoutError("condition not met in time")
+
+
+def resume_after_crash(durable: Durable, workflow_id: str, timeout: float = 30.0) -> None:
+    """``resume_workflow`` once the killed worker counts as gone (no heartbeat for
+    ``durable_executor_timeout``): until then resume leaves its work alone."""
+    wait_for(lambda: durable.resume(workflow_id) != ResumeOutcome.RUNNING, timeout, 0.25)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -11,9 +12,16 @@ from celery.canvas import Signature, maybe_signature
 from celery.exceptions import Ignore
 from kombu.entity import Queue
 
-from ..runtime.chains import ChainStepSpec, open_step, record_chain, run_chain_step
+from ..errors import ConflictingWorkflowError
+from ..runtime.chains import (
+    ChainStepSpec,
+    next_link_looks_lost,
+    open_step,
+    record_chain,
+    run_chain_step,
+)
 from ..runtime.options import current_timeout, take_workflow_id
-from ..types import now_ms
+from ..types import ChainOutcome, WorkflowKind
 from .signals import step_checkpointed, step_retries_exhausted, step_retrying
 
 if TYPE_CHECKING:
@@ -21,8 +29,10 @@ if TYPE_CHECKING:
     from .durable import Durable
     from .tasks import DurableTask
 
+log = logging.getLogger("celery_durable.chains")
 DURABLE_HEADER = "durable_workflow"
 STEP_HEADER = "durable_step"
+STEP_KINDS = (WorkflowKind.STEP, WorkflowKind.TRANSACTION)
 # per-signature options that are not kept in the stored signature: they are set on publish
 _TRANSIENT = ("chain", "headers", "task_id", "root_id", "parent_id")
 
@@ -36,10 +46,8 @@ def durable_headers(workflow_id: str, step_id: int | None = None) -> dict[str, A
 
 def _is_durable_step(app: Any, sig: Any) -> bool:
     task = app.tasks.get(sig.get("task")) if isinstance(sig, dict) else None
-    return getattr(sig, "subtask_type", None) is None and getattr(task, "durable_kind", None) in (
-        "step",
-        "transaction",
-    )
+    kind = getattr(task, "durable_kind", None)
+    return getattr(sig, "subtask_type", None) is None and kind in STEP_KINDS
 
 
 def _stored(sig: Signature) -> dict[str, Any]:
@@ -113,34 +121,49 @@ def run_step_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any) 
         # sent without being recorded (send_task, a mixed chain): record it as a chain of one
         workflow_id, step_id = request.id, 0
         spec = ChainStepSpec(task.name, request.id, _stored(task.signature(args, kwargs)))
-        record_chain(
-            runtime, workflow_id, [spec],
-            max_recovery_attempts=task.durable.default_max_recovery_attempts,
-        )  # fmt: skip
+        try:
+            record_chain(
+                runtime, workflow_id, [spec],
+                max_recovery_attempts=task.durable.default_max_recovery_attempts,
+            )  # fmt: skip
+        except ConflictingWorkflowError as exc:
+            log.error("refused a message for %s[%s]: %s", task.name, request.id, exc)
+            raise Ignore() from None
     step_id = int(step_id)
     last = not request.chain
     outcome = run_chain_step(
         runtime, workflow_id, step_id, task.name, task.run, tuple(args), dict(kwargs),
         policy=task.durable_policy, last=last,
-        transaction=task.durable_kind == "transaction",
+        transaction=task.durable_kind == WorkflowKind.TRANSACTION,
         isolation_level=task.durable_isolation_level,
     )  # fmt: skip
-    if outcome.state == "success":
+    if outcome.outcome == ChainOutcome.SUCCESS:
         step_checkpointed.send(sender=task, workflow_id=workflow_id, step_id=step_id)
         return outcome.value
-    if outcome.state == "done" and not last and _next_link_looks_lost(task, workflow_id, step_id):
+    if (
+        outcome.outcome == ChainOutcome.DONE
+        and not last
+        and next_link_looks_lost(runtime, workflow_id, step_id)
+    ):
         return outcome.value  # Celery sends the next link again
-    if outcome.state == "retry":
+    if outcome.outcome == ChainOutcome.RETRY:
         step_retrying.send(
             sender=task, workflow_id=workflow_id, step_id=step_id,
-            attempt=getattr(task.request, "retries", 0), delay=outcome.delay, exc=outcome.error,
+            attempt=outcome.attempt, delay=outcome.delay, exc=outcome.error,
         )  # fmt: skip
         sig = task.signature_from_request(
             request, args, kwargs, countdown=outcome.delay,
             headers=durable_headers(workflow_id, step_id),
         )  # fmt: skip
         sig.apply_async()
-    if outcome.state == "error" and outcome.error is not None:
+    if outcome.outcome == ChainOutcome.REFUSED:
+        log.error(
+            "refused a message for %s[%s]: step %s of workflow %r is recorded as another task",
+            task.name, request.id, step_id, workflow_id,
+        )  # fmt: skip
+    if outcome.outcome == ChainOutcome.EXPIRED:
+        log.info("workflow %s passed its deadline: cancelled before step %s", workflow_id, step_id)
+    if outcome.outcome == ChainOutcome.ERROR and outcome.error is not None:
         step_retries_exhausted.send(
             sender=task, workflow_id=workflow_id, step_id=step_id, exc=outcome.error
         )
@@ -148,23 +171,11 @@ def run_step_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any) 
     raise Ignore()
 
 
-def _next_link_looks_lost(task: DurableTask, workflow_id: str, step_id: int) -> bool:
-    """A finished step delivered again: was the next link never started, long enough after
-    this step's commit that its message counts as lost? (Not just queued behind others.)"""
-    store = task.durable.runtime.store
-    done, following = store.get_step(workflow_id, step_id), store.get_step(workflow_id, step_id + 1)
-    if done is None or following is None or following.status != "PENDING":
-        return False
-    waited_ms = now_ms() - (done.completed_at_ms or 0)
-    return waited_ms > task.durable.settings.enqueue_timeout * 1000
-
-
-def publish_open_step(durable: Durable, workflow_id: str, *, release: bool = False) -> bool:
+def publish_open_step(durable: Durable, workflow_id: str) -> bool:
     """Send the first unfinished step of a recorded chain again, built from the store alone.
 
-    A step leased by a live worker keeps its lease (the new message backs off) unless
-    ``release`` is set (an explicit resume). Every link keeps its recorded task id, so the
-    AsyncResults Celery handed out at start still resolve.
+    A step leased by a live worker keeps its lease (the new message backs off). Every link
+    keeps its recorded task id, so the AsyncResults Celery handed out at start still resolve.
     """
     found = open_step(durable.runtime, workflow_id)
     if found is None:
@@ -182,8 +193,6 @@ def publish_open_step(durable: Durable, workflow_id: str, *, release: bool = Fal
         if task_id:
             sig.options["task_id"] = task_id
         links.append(sig)
-    if release:
-        durable.runtime.store.release_step(workflow_id, step.step_id, {})
     options["declare"] = declare_for(durable.app, stored["task"], options)
     durable.app.send_task(
         stored["task"], args, stored.get("kwargs") or {},

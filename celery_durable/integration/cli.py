@@ -21,7 +21,7 @@ from kombu.exceptions import OperationalError
 
 from ..errors import DurableError, NonExistentWorkflow
 from ..runtime.recovery import RecoveryReport
-from ..types import StepInfo, WorkflowStatus, WorkflowStatusString
+from ..types import ResumeOutcome, StepInfo, WorkflowState, WorkflowStatus
 from .durable import Durable
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -260,7 +260,7 @@ def migrate(ctx: click.Context, revision: str, as_json: bool) -> None:
     "statuses",
     cls=CeleryOption,
     multiple=True,
-    type=click.Choice([s.value for s in WorkflowStatusString], case_sensitive=False),
+    type=click.Choice([s.value for s in WorkflowState], case_sensitive=False),
     help_group="Filter Options",
     help="Only workflows in this status (repeatable).",
 )
@@ -312,6 +312,14 @@ def steps(ctx: click.Context, workflow_id: str, as_json: bool) -> None:
     emit(as_json, found, lambda: steps_table(found))
 
 
+RESUME_SAYS = {
+    ResumeOutcome.RESUMED: "resumed from its first incomplete step",
+    ResumeOutcome.RUNNING: "left to the live worker running it (the sweep takes it over if "
+    "that worker dies)",
+    ResumeOutcome.FINISHED: "finished: left as it is",
+}
+
+
 def after(message: str, wf: WorkflowStatus) -> str:
     return f"{message}\n\n{workflows_table([wf])}"
 
@@ -322,15 +330,18 @@ def cancel(ctx: click.Context, workflow_id: str, as_json: bool) -> None:
     d = get_durable(ctx)
     d.cancel_workflow(workflow_id)
     wf = existing(d, workflow_id)
-    done = "cancelled" if wf.status == WorkflowStatusString.CANCELLED else "left as it is"
+    done = "cancelled" if wf.status == WorkflowState.CANCELLED else "left as it is"
     emit(as_json, wf, lambda: after(f"workflow {workflow_id}: {done}", wf))
 
 
 @workflow_command
 def resume(ctx: click.Context, workflow_id: str, as_json: bool) -> None:
-    """Re-enqueue a workflow from its first incomplete step (prints its status afterwards)."""
-    wf = get_durable(ctx).resume_workflow(workflow_id).get_status()
-    emit(as_json, wf, lambda: after(f"workflow {workflow_id}: {wf.status}", wf))
+    """Re-enqueue a workflow from its first incomplete step, unless it finished or a live
+    worker still runs it (prints what was done, and its status afterwards)."""
+    d = get_durable(ctx)
+    done = RESUME_SAYS[d.resume(workflow_id)]
+    wf = existing(d, workflow_id)
+    emit(as_json, wf, lambda: after(f"workflow {workflow_id}: {done}", wf))
 
 
 @workflow_command

@@ -13,22 +13,31 @@ from ..errors import NonExistentWorkflow, UnknownWorkflowError
 from ..policy import make_policy
 from ..runtime.context import current_workflow, sql_session, step_status
 from ..runtime.core import Runtime, RuntimeSettings
+from ..runtime.executor import Heartbeat
 from ..runtime.handle import WorkflowHandle, to_status, to_step_info
 from ..runtime.logs import make_logger
 from ..runtime.recovery import RecoveryReport
 from ..runtime.steps import durable_sleep
 from ..serialization import Serializer
-from ..store import Store, normalize_url, upgrade
+from ..store import Store, normalize_url
+from ..store.interface import DurableStore
 from ..store.engine import with_retries
-from ..types import ACTIVE_STATUSES, StepInfo, StepStatus, WorkflowStatus, WorkflowStatusString
-from .chains import DurableChain, publish_open_step
+from ..types import (
+    ACTIVE_STATUSES,
+    ResumeOutcome,
+    StepInfo,
+    StepStatus,
+    WorkflowKind,
+    WorkflowState,
+    WorkflowStatus,
+)
+from .chains import DurableChain
 from .recovery import connect_recovery_signals, install_sweep, republish, run_sweep
 from .settings import DurableSettings, read_settings
 from .signals import workflow_recovered
 from .tasks import DurableTask
 from .worker import DurableHeartbeat, connect_signals
 
-S = WorkflowStatusString
 _TASK_OPTION_DEFAULTS = {"shared": False}
 
 
@@ -43,6 +52,7 @@ class Durable:
         self._migrated = False
         self._lock = threading.RLock()
         self.worker_executor_id: str | None = None
+        self._worker_heartbeat: Heartbeat | None = None
         self.logger = make_logger()
         app.durable = self
         app.steps["worker"].add(DurableHeartbeat)
@@ -78,11 +88,12 @@ class Durable:
                             max_inline_retry_wait=s.max_inline_retry_wait,
                             poll_interval=s.result_poll_interval,
                             default_max_recovery_attempts=s.default_max_recovery_attempts,
+                            enqueue_timeout=s.enqueue_timeout,
                         ),
                     )
                     if s.auto_migrate and not self._migrated:
                         with_retries(
-                            lambda: upgrade(store.engine),
+                            store.migrate,
                             timeout=s.db_retry_timeout,
                             what="schema migration",
                         )
@@ -91,12 +102,12 @@ class Durable:
         return self._runtime
 
     @property
-    def store(self) -> Store:
+    def store(self) -> DurableStore:
         return self.runtime.store
 
     def migrate(self, revision: str = "head") -> str | None:
         """Bring the durable schema up to date (also ``celery -A proj durable migrate``)."""
-        rev = upgrade(self.runtime.store.engine, revision)
+        rev = self.runtime.store.migrate(revision)
         self._migrated = True
         return rev
 
@@ -115,7 +126,7 @@ class Durable:
             raise ValueError("max_recovery_attempts must be >= 0 or None")
 
         def decorate(fn: Callable[..., Any]) -> Any:
-            attrs = {"durable_kind": "workflow", "durable_max_recovery_attempts": limit}
+            attrs = {"durable_kind": WorkflowKind.WORKFLOW, "durable_max_recovery_attempts": limit}
             return self._task(fn, attrs, {"name": name, **task_options} if name else task_options)
 
         return decorate
@@ -142,7 +153,7 @@ class Durable:
         )
 
         def decorate(fn: Callable[..., Any]) -> Any:
-            attrs = {"durable_kind": "step", "durable_policy": policy}
+            attrs = {"durable_kind": WorkflowKind.STEP, "durable_policy": policy}
             return self._task(fn, attrs, {"name": name, **task_options} if name else task_options)
 
         return decorate
@@ -156,7 +167,10 @@ class Durable:
             raise ValueError(f"isolation_level must be one of {sorted(a for a in allowed if a)}")
 
         def decorate(fn: Callable[..., Any]) -> Any:
-            attrs = {"durable_kind": "transaction", "durable_isolation_level": isolation_level}
+            attrs = {
+                "durable_kind": WorkflowKind.TRANSACTION,
+                "durable_isolation_level": isolation_level,
+            }
             return self._task(fn, attrs, {"name": name, **task_options} if name else task_options)
 
         return decorate
@@ -239,30 +253,43 @@ class Durable:
     def resume_workflow(self, workflow_id: str) -> WorkflowHandle:
         """Re-enqueue an unfinished workflow from its first incomplete step.
 
-        Counts one recovery attempt; a cancelled or dead-lettered workflow starts its count anew.
-        A finished workflow is left as it is.
+        Counts one recovery attempt; a cancelled or dead-lettered workflow starts its count
+        anew. A finished workflow, or one a live worker still runs, is left as it is
+        (``resume`` returns what was done: see ``resume``).
         """
-        record = self.store.get_workflow(workflow_id)
-        if record is None:
+        self.resume(workflow_id)
+        return WorkflowHandle(self.runtime, workflow_id)
+
+    def resume(self, workflow_id: str) -> ResumeOutcome:
+        """``resume_workflow``, returning RESUMED, RUNNING (a live executor runs it: left
+        alone) or FINISHED."""
+        found = self.store.resume_workflow(workflow_id, self.runtime.stale_before_ms)
+        if found is None:
             raise NonExistentWorkflow(workflow_id)
-        reset = record.status in (S.CANCELLED, S.MAX_RECOVERY_ATTEMPTS_EXCEEDED)
-        if (record.status in ACTIVE_STATUSES or reset) and self.store.reenqueue_workflow(
-            workflow_id, reset_attempts=reset
-        ):
-            if record.kind == "chain":
-                publish_open_step(self, workflow_id, release=True)
-            else:
-                self.publish_existing(workflow_id)
+        record, outcome = found
+        if outcome is ResumeOutcome.RESUMED:
+            republish(self, record)
             workflow_recovered.send(
                 sender=self, workflow_id=workflow_id, recovery_attempts=record.recovery_attempts + 1
             )
-        return WorkflowHandle(self.runtime, workflow_id)
+        elif outcome is ResumeOutcome.RUNNING:
+            self.logger.logger.info(
+                "workflow %s not resumed: a live worker runs it (recovered if that worker dies)",
+                workflow_id,
+            )
+        return outcome
 
     def cancel_workflow(self, workflow_id: str) -> None:
-        """End an unfinished workflow as CANCELLED; it runs no further step once noticed."""
+        """End an unfinished workflow as CANCELLED; it starts no further step once noticed
+        (a step body already running finishes, but its output is not recorded)."""
         if self.store.get_workflow(workflow_id) is None:
             raise NonExistentWorkflow(workflow_id)
-        self.store.set_status(workflow_id, S.CANCELLED, only_from=[S.ENQUEUED, S.PENDING])
+        self.store.set_status(
+            workflow_id,
+            WorkflowState.CANCELLED,
+            only_from=[WorkflowState.ENQUEUED, WorkflowState.PENDING],
+            keep_owner=True,
+        )
 
     def publish_existing(self, workflow_id: str, countdown: float | None = None) -> None:
         """Publish a recorded workflow's message again (a duplicate is harmless: leases)."""
@@ -286,10 +313,22 @@ class Durable:
         self.publish_existing(new_id)
         return WorkflowHandle(self.runtime, new_id)
 
-    def fail_unknown_workflow(self, workflow_id: str, name: str) -> None:
-        """Called when a worker receives a durable message for a task it does not have."""
+    def fail_unknown_workflow(self, workflow_id: str, name: str, step_id: int | None) -> None:
+        """Called when a worker receives a durable message for a task it does not have:
+        the workflow it names ends ERROR, unless that is recorded under another name."""
+        record = self.store.get_workflow(workflow_id)
+        if record is None:
+            return
+        if record.kind == WorkflowKind.CHAIN:
+            step = self.store.get_step(workflow_id, step_id or 0)
+            if step is None or step.name != name:
+                return
+        elif record.name != name:
+            return
         error = self.runtime.serializer.dumps_exception(UnknownWorkflowError(name))
-        self.store.set_status(workflow_id, S.ERROR, only_from=list(ACTIVE_STATUSES), error=error)
+        self.store.set_status(
+            workflow_id, WorkflowState.ERROR, only_from=list(ACTIVE_STATUSES), error=error
+        )
 
     # worker executor -----------------------------------------------------
     def attach_worker_executor(self) -> str:
@@ -300,8 +339,26 @@ class Durable:
             self.runtime.set_executor(self.worker_executor_id, inherited=True)
         return self.worker_executor_id
 
-    def beat(self, executor_id: str) -> None:
-        try:
-            self.runtime.store.heartbeat(executor_id)
-        except Exception as exc:  # the next beat tries again
-            self.logger.logger.warning("durable heartbeat failed: %s", exc)
+    def start_worker_heartbeat(self) -> None:
+        """Beat for this worker's executor from its main process until it shuts down."""
+        executor_id = self.attach_worker_executor()
+        self.runtime.register_executor(executor_id)  # RUNNING again, if it was stopped
+        if self._worker_heartbeat is None or not self._worker_heartbeat.running:
+            self._worker_heartbeat = self.runtime.start_heartbeat(executor_id)
+
+    def stop_worker_executor(self) -> None:
+        """After the pool drained: stop beating and mark the executor gone, so whatever it
+        still owns is recovered by the next sweep (not after the executor timeout)."""
+        heartbeat, self._worker_heartbeat = self._worker_heartbeat, None
+        if heartbeat is not None:
+            heartbeat.stop()
+        if self.worker_executor_id is not None:
+            self.runtime.store.stop_executor(self.worker_executor_id)
+
+    def close(self) -> None:
+        """Stop the heartbeats and close the database connections of this process."""
+        heartbeat, self._worker_heartbeat = self._worker_heartbeat, None
+        if heartbeat is not None:
+            heartbeat.stop()
+        if self._runtime is not None:
+            self._runtime.close()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from celery.exceptions import WorkerLostError
+from celery.exceptions import TimeLimitExceeded, WorkerLostError
 from celery.signals import task_failure
 
-from ..runtime.recovery import RecoveryReport, recover_now, sweep
-from ..store.recovery import DEAD_LETTERED
-from ..types import WorkflowRecord
-from .chains import DURABLE_HEADER, declare_for, durable_headers, publish_open_step
+from ..runtime.recovery import RecoveryReport, recover_lost, sweep
+from ..types import RecoveryAction, WorkflowKind, WorkflowRecord
+from .chains import declare_for, durable_headers, publish_open_step
 from .settings import read_settings
 from .signals import workflow_dead_lettered, workflow_recovered
 
@@ -46,15 +45,16 @@ def publish_workflow(
 
 def republish(durable: Durable, record: WorkflowRecord, countdown: float | None = None) -> None:
     """Send a recorded workflow again: a chain's first open step, or the workflow's message."""
-    if record.kind == "chain":
+    if record.kind == WorkflowKind.CHAIN:
         publish_open_step(durable, record.workflow_id)
     else:
         publish_workflow(durable, record.workflow_id, countdown, record=record)
 
 
 def notifier(durable: Durable) -> Any:
-    def notify(action: str, record: WorkflowRecord) -> None:
-        signal = workflow_dead_lettered if action == DEAD_LETTERED else workflow_recovered
+    def notify(action: RecoveryAction, record: WorkflowRecord) -> None:
+        dead = action == RecoveryAction.DEAD_LETTERED
+        signal = workflow_dead_lettered if dead else workflow_recovered
         signal.send(
             sender=durable,
             workflow_id=record.workflow_id,
@@ -112,24 +112,28 @@ def install_sweep(durable: Durable) -> None:
 def _on_task_failure(
     sender: Any = None, task_id: str | None = None, exception: Any = None, **_: Any
 ) -> None:
-    """A pool process died under a live worker: that step crashed; recover its workflow now."""
-    if not isinstance(exception, WorkerLostError) or task_id is None:
+    """A pool process died under a live worker (lost, or killed by Celery's hard time limit):
+    that step crashed; recover its workflow now, counting a recovery attempt."""
+    if not isinstance(exception, WorkerLostError | TimeLimitExceeded) or task_id is None:
         return
     durable: Durable | None = getattr(getattr(sender, "app", None), "durable", None)
     kind = getattr(sender, "durable_kind", None)
-    if durable is None or kind is None:
+    if durable is None or kind is None or durable.worker_executor_id is None:
         return
     workflow_id: str | None = task_id
-    if kind != "workflow":
+    if kind != WorkflowKind.WORKFLOW:
         step = durable.store.find_step_by_task_id(task_id)
         workflow_id = step.workflow_id if step is not None else None
     if workflow_id is None:
         return
-    recover_now(durable.runtime, workflow_id, lambda r: republish(durable, r), notifier(durable))
+    recover_lost(
+        durable.runtime,
+        workflow_id,
+        durable.worker_executor_id,
+        lambda r: republish(durable, r),
+        notifier(durable),
+    )
 
 
 def connect_recovery_signals() -> None:
     task_failure.connect(_on_task_failure, weak=False, dispatch_uid="celery_durable.lost_child")
-
-
-__all__ = ["DURABLE_HEADER", "connect_recovery_signals", "install_sweep", "run_sweep"]

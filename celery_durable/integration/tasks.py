@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -14,10 +15,13 @@ from ..runtime.context import current_workflow
 from ..runtime.options import current_timeout, take_workflow_id
 from ..runtime.steps import run_step, run_transaction
 from ..runtime.workflows import StartRequest, execute, record_start, run_direct
+from ..types import RunOutcome, WorkflowKind
 from .chains import DURABLE_HEADER, run_step_on_worker, start_chain
 
 if TYPE_CHECKING:
     from .durable import Durable
+
+log = logging.getLogger("celery_durable.tasks")
 
 
 class DurableTask(Task):  # type: ignore[misc]
@@ -28,7 +32,7 @@ class DurableTask(Task):  # type: ignore[misc]
     """
 
     durable: Durable
-    durable_kind: str = "workflow"
+    durable_kind: WorkflowKind = WorkflowKind.WORKFLOW
     durable_policy: RetryPolicy = RetryPolicy()
     durable_isolation_level: str | None = None
     durable_max_recovery_attempts: int | None = None
@@ -37,11 +41,11 @@ class DurableTask(Task):  # type: ignore[misc]
     def durable_body(self) -> Callable[..., Any]:
         """The function a workflow run executes: the workflow, or a step wrapped as one."""
         runtime = self.durable.runtime
-        if self.durable_kind == "step":
+        if self.durable_kind == WorkflowKind.STEP:
             return lambda *a, **kw: run_step(
                 runtime, self.name, self.run, a, kw, self.durable_policy
             )
-        if self.durable_kind == "transaction":
+        if self.durable_kind == WorkflowKind.TRANSACTION:
             return lambda *a, **kw: run_transaction(
                 runtime, self.name, self.run, a, kw, self.durable_isolation_level
             )
@@ -74,9 +78,9 @@ class DurableTask(Task):  # type: ignore[misc]
 
     def _call_directly(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         runtime = self.durable.runtime
-        if self.durable_kind == "step":
+        if self.durable_kind == WorkflowKind.STEP:
             return run_step(runtime, self.name, self.run, args, kwargs, self.durable_policy)
-        if self.durable_kind == "transaction":
+        if self.durable_kind == WorkflowKind.TRANSACTION:
             return run_transaction(
                 runtime, self.name, self.run, args, kwargs, self.durable_isolation_level
             )
@@ -89,20 +93,32 @@ class DurableTask(Task):  # type: ignore[misc]
         return run_direct(runtime, request, self.run)
 
     def _run_on_worker(self, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self.durable_kind != "workflow":
+        if self.durable_kind != WorkflowKind.WORKFLOW:
             return run_step_on_worker(self, request, args, kwargs)
         runtime = self.durable.runtime
         workflow_id: str = request.id
-        outcome = execute(runtime, workflow_id, self.durable_body(), can_suspend=True)
-        if outcome.state == "skipped" and outcome.record is None:
+        outcome = execute(runtime, workflow_id, self.name, self.durable_body(), can_suspend=True)
+        if outcome.state == RunOutcome.SKIPPED and outcome.record is None:
             # published without a row (send_task, apply()): record it, then run it
             record_start(runtime, self.start_request(workflow_id, args, kwargs))
-            outcome = execute(runtime, workflow_id, self.durable_body(), can_suspend=True)
-        if outcome.state == "success":
+            outcome = execute(
+                runtime, workflow_id, self.name, self.durable_body(), can_suspend=True
+            )
+        if (
+            outcome.state == RunOutcome.SKIPPED
+            and outcome.record
+            and outcome.record.name != self.name
+        ):
+            # a message runs only as what it names: never another workflow's record
+            log.error(
+                "refused a message for %s[%s]: workflow %r is recorded as %r",
+                self.name, workflow_id, workflow_id, outcome.record.name,
+            )  # fmt: skip
+        if outcome.state == RunOutcome.SUCCESS:
             return outcome.value
-        if outcome.state == "error" and outcome.error is not None:
+        if outcome.state == RunOutcome.ERROR and outcome.error is not None:
             raise outcome.error
-        if outcome.state == "suspended":
+        if outcome.state == RunOutcome.SUSPENDED:
             queue = outcome.record.queue if outcome.record else None
             self.publish(workflow_id, args, kwargs, countdown=outcome.delay, queue=queue)
         # suspended, or a duplicate delivery of a workflow someone else runs or ran
@@ -131,7 +147,7 @@ class DurableTask(Task):  # type: ignore[misc]
         """
         if DURABLE_HEADER in (options.get("headers") or {}):
             return super().apply_async(args, kwargs, task_id=task_id, **options)
-        if self.durable_kind != "workflow":
+        if self.durable_kind != WorkflowKind.WORKFLOW:
             return start_chain(self, args, kwargs, task_id, options)
         runtime = self.durable.runtime
         workflow_id = task_id or take_workflow_id() or str(uuid.uuid4())

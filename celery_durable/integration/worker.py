@@ -8,14 +8,12 @@ from typing import TYPE_CHECKING, Any
 from celery import bootsteps
 from celery.signals import task_unknown, worker_init, worker_shutdown
 
-from ..types import WorkflowStatusString
-from .chains import DURABLE_HEADER
+from .chains import DURABLE_HEADER, STEP_HEADER
 
 if TYPE_CHECKING:
     from .durable import Durable
 
 log = logging.getLogger("celery_durable.worker")
-S = WorkflowStatusString
 
 
 def _durable_of(app: Any) -> Durable | None:
@@ -23,39 +21,28 @@ def _durable_of(app: Any) -> Durable | None:
 
 
 class DurableHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Keeps this worker's executor row alive from the main process's timer."""
+    """Starts the heartbeat of this worker's executor (a thread of the main process).
 
-    requires = ("celery.worker.components:Timer",)
+    It is stopped on ``worker_shutdown``, which Celery sends after the pool has drained,
+    not in this step's ``stop``: Celery stops bootsteps in the reverse of their start
+    order, which may stop this one before the pool, while tasks still run.
+    """
+
     label = "DurableHeartbeat"
-
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self.tref: Any = None
 
     def start(self, worker: Any) -> None:
         durable = _durable_of(worker.app)
-        if durable is None:
-            return
-        interval = durable.settings.heartbeat_interval
-        executor_id = durable.worker_executor_id
-        if executor_id is None:  # worker_init did not run (embedded worker): register now
-            executor_id = durable.attach_worker_executor()
-        durable.runtime.register_executor(executor_id)
-        self.tref = worker.timer.call_repeatedly(interval, durable.beat, (executor_id,))
-
-    def stop(self, worker: Any) -> None:
-        if self.tref is not None:
-            self.tref.cancel()
-            self.tref = None
+        if durable is not None:
+            durable.start_worker_heartbeat()
 
 
 def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
-    """After the pool drained: mark this executor gone, so what it left is recovered at once."""
+    """The pool drained: stop beating and mark this executor gone."""
     durable = _durable_of(getattr(sender, "app", None))
-    if durable is None or durable.worker_executor_id is None:
+    if durable is None:
         return
     try:
-        durable.runtime.store.stop_executor(durable.worker_executor_id)
+        durable.stop_worker_executor()
     except Exception as exc:  # shutdown goes on; the sweep finds the work by timeout
         log.warning("could not mark durable executor stopped: %s", exc)
 
@@ -69,7 +56,7 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     if durable.settings.auto_migrate:
         durable.migrate()
     try:  # compiled once here, inherited by the pool's processes
-        durable.runtime.store.warm_hot_path()
+        durable.runtime.store.prepare()
     except Exception as exc:  # each process compiles on first use instead
         log.warning("could not prepare the durable store's statements: %s", exc)
 
@@ -84,11 +71,14 @@ def _on_task_unknown(
     """A durable workflow this worker does not know ends ERROR instead of waiting forever."""
     headers = getattr(message, "headers", None) or {}
     workflow_id = headers.get(DURABLE_HEADER) or None
+    step_id = headers.get(STEP_HEADER)
     app = getattr(sender, "app", None)
     durable = _durable_of(app)
     if durable is None or workflow_id is None:
         return
-    durable.fail_unknown_workflow(str(workflow_id), str(name))
+    durable.fail_unknown_workflow(
+        str(workflow_id), str(name), int(step_id) if step_id is not None else None
+    )
 
 
 def connect_signals() -> None:

@@ -6,13 +6,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConflictingWorkflowError, MaxStepRetriesExceeded
+from ..errors import ConflictingWorkflowError, MaxStepRetriesExceeded, WorkflowTimeoutError
 from ..policy import RetryPolicy
-from ..types import StepRecord, StepStatus, WorkflowRecord, WorkflowStatusString, now_ms
+from ..types import (
+    ACTIVE_STATUSES,
+    ChainOutcome,
+    StepRecord,
+    StepState,
+    StepStatus,
+    WorkflowKind,
+    WorkflowRecord,
+    WorkflowState,
+)
 from .context import WorkflowContext, sql_session, step_scope
 from .core import Runtime
-
-S = WorkflowStatusString
 
 
 @dataclass(frozen=True)
@@ -26,18 +33,15 @@ class ChainStepSpec:
 
 
 @dataclass(frozen=True)
-class ChainOutcome:
-    """How one delivery of a chain step ended.
+class ChainStepResult:
+    """How one delivery of a chain step ended: ``outcome`` (see ``ChainOutcome``), the
+    step's value (ran or stored), its error, and the delay before a retry."""
 
-    ``state``: success (ran and committed), done (had already finished: ``value`` is the
-    stored output), retry (failed; run again after ``delay``), error (ended the chain),
-    busy (leased by a live executor, or the chain has ended) or missing (no such step).
-    """
-
-    state: str
+    outcome: ChainOutcome
     value: Any = None
     error: BaseException | None = None
     delay: float = 0.0
+    attempt: int = 0  # the attempt that ran (0-based), for signals
 
 
 def record_chain(
@@ -54,12 +58,12 @@ def record_chain(
     encoded = [
         ser.dumps(s.signature, what=f"the arguments of chain step {s.name!r}") for s in specs
     ]
-    now = now_ms()
+    now = runtime.clock.now_ms()
     record = WorkflowRecord(
         workflow_id=workflow_id,
         name=name,
-        status=S.ENQUEUED,
-        kind="chain",
+        status=WorkflowState.ENQUEUED,
+        kind=WorkflowKind.CHAIN,
         inputs=encoded[0],
         queue=specs[0].queue,
         max_recovery_attempts=max_recovery_attempts,
@@ -72,23 +76,22 @@ def record_chain(
             workflow_id=workflow_id,
             step_id=i,
             name=spec.name,
-            status="PENDING",
+            status=StepState.PENDING,
             attempts=0,
             signature=encoded[i],
             task_id=spec.task_id,
         )
         for i, spec in enumerate(specs)
     ]
-    if runtime.store.insert_chain(record, steps):
-        return record, True
-    existing = runtime.store.get_workflow(workflow_id)
-    if existing is None:
-        return record_chain(
-            runtime, workflow_id, specs, max_recovery_attempts=max_recovery_attempts
-        )
-    if existing.name != name:
-        raise ConflictingWorkflowError(workflow_id, existing.name, name)
-    return existing, False
+    for _ in range(3):  # an existing row may be deleted meanwhile (its publish failed)
+        if runtime.store.insert_chain(record, steps):
+            return record, True
+        existing = runtime.store.get_workflow(workflow_id)
+        if existing is not None:
+            if existing.name != name:
+                raise ConflictingWorkflowError(workflow_id, existing.name, name)
+            return existing, False
+    raise ConflictingWorkflowError(workflow_id, "(a workflow started and deleted meanwhile)", name)
 
 
 def run_chain_step(
@@ -104,14 +107,14 @@ def run_chain_step(
     last: bool,
     transaction: bool = False,
     isolation_level: str | None = None,
-) -> ChainOutcome:
+) -> ChainStepResult:
     """Lease the step, run one attempt, and commit its output (the next step is then due)."""
     executor_id = runtime.executor_id()
     claimed = runtime.store.claim_chain_step(
-        workflow_id, step_id, executor_id, runtime.stale_before_ms
+        workflow_id, step_id, name, executor_id, runtime.stale_before_ms
     )
     if claimed is None:
-        return _unclaimed(runtime, workflow_id, step_id)
+        return _not_claimed(runtime, workflow_id, step_id, name)
     attempt = claimed.attempts
     lease = claimed.lease_id or ""
     ser = runtime.serializer
@@ -131,7 +134,7 @@ def run_chain_step(
         except Exception as exc:
             return _failed(runtime, claimed, lease, policy, attempt, exc)
     if committed:
-        return ChainOutcome("success", value=value)
+        return ChainStepResult(ChainOutcome.SUCCESS, value=value)
     return _unclaimed(runtime, workflow_id, step_id)  # lost the lease meanwhile
 
 
@@ -163,14 +166,41 @@ def _run_transaction(
     return runtime.store.run_transaction_step(body, finish, isolation_level)
 
 
-def _unclaimed(runtime: Runtime, workflow_id: str, step_id: int) -> ChainOutcome:
+def _not_claimed(runtime: Runtime, workflow_id: str, step_id: int, name: str) -> ChainStepResult:
+    """Why a delivery could not lease its step; a chain past its deadline is cancelled here
+    (so a chain without a sweep still ends at its deadline)."""
+    record = runtime.store.get_step(workflow_id, step_id)
+    if record is not None and record.name != name:
+        return ChainStepResult(ChainOutcome.REFUSED)
+    workflow = runtime.store.get_workflow(workflow_id)
+    if (
+        record is not None
+        and record.status != StepState.SUCCESS
+        and workflow is not None
+        and workflow.status in ACTIVE_STATUSES
+        and workflow.deadline_ms is not None
+        and workflow.deadline_ms < runtime.clock.now_ms()
+    ):
+        error = runtime.serializer.dumps_exception(WorkflowTimeoutError(workflow_id))
+        runtime.store.set_status(
+            workflow_id,
+            WorkflowState.CANCELLED,
+            only_from=list(ACTIVE_STATUSES),
+            error=error,
+            keep_owner=True,
+        )
+        return ChainStepResult(ChainOutcome.EXPIRED)
+    return _unclaimed(runtime, workflow_id, step_id)
+
+
+def _unclaimed(runtime: Runtime, workflow_id: str, step_id: int) -> ChainStepResult:
     record = runtime.store.get_step(workflow_id, step_id)
     if record is None:
-        return ChainOutcome("missing")
-    if record.status == "SUCCESS":
+        return ChainStepResult(ChainOutcome.MISSING)
+    if record.status == StepState.SUCCESS:
         value = runtime.serializer.loads(record.output, what=f"output of step {record.name!r}")
-        return ChainOutcome("done", value=value)
-    return ChainOutcome("busy")
+        return ChainStepResult(ChainOutcome.DONE, value=value)
+    return ChainStepResult(ChainOutcome.BUSY)
 
 
 def _failed(
@@ -180,15 +210,15 @@ def _failed(
     policy: RetryPolicy,
     attempt: int,
     exc: Exception,
-) -> ChainOutcome:
+) -> ChainStepResult:
     ser = runtime.serializer
     wid, sid, name = claimed.workflow_id, claimed.step_id, claimed.name
     attempt_error = ser.dumps_exception(exc)
     if policy.should_retry(exc, attempt):
         delay = policy.delay(attempt + 1)
-        due = now_ms() + int(delay * 1000)
+        due = runtime.clock.now_ms() + int(delay * 1000)
         if runtime.store.retry_chain_step(wid, sid, lease, attempt, name, attempt_error, due):
-            return ChainOutcome("retry", error=exc, delay=delay)
+            return ChainStepResult(ChainOutcome.RETRY, error=exc, delay=delay, attempt=attempt)
         return _unclaimed(runtime, wid, sid)
     final: Exception = exc
     if policy.retries > 0 and not isinstance(exc, policy.dont_retry_on or ()):
@@ -197,8 +227,19 @@ def _failed(
         final = MaxStepRetriesExceeded(name, policy.retries, [*earlier[:attempt], exc])
     ser_final = ser.dumps_exception(final)
     if runtime.store.fail_chain_step(wid, sid, lease, attempt, name, attempt_error, ser_final):
-        return ChainOutcome("error", error=final)
+        return ChainStepResult(ChainOutcome.ERROR, error=final, attempt=attempt)
     return _unclaimed(runtime, wid, sid)
+
+
+def next_link_looks_lost(runtime: Runtime, workflow_id: str, step_id: int) -> bool:
+    """A finished step delivered again: was the next link never started, long enough after
+    this step's commit that its message counts as lost? (Not just queued behind others.)"""
+    done = runtime.store.get_step(workflow_id, step_id)
+    following = runtime.store.get_step(workflow_id, step_id + 1)
+    if done is None or following is None or following.status != StepState.PENDING:
+        return False
+    waited_ms = runtime.clock.now_ms() - (done.completed_at_ms or 0)
+    return waited_ms > runtime.settings.enqueue_timeout * 1000
 
 
 def open_step(

@@ -23,6 +23,9 @@ class WorkflowContext:
     can_suspend: bool = False
     next_step: int = 0
     in_step: bool = False
+    run: int = 0  # the claim's run_count: fences this run's release of ownership
+    # when the store last confirmed the workflow still runs here (claim, checkpoint)
+    confirmed_ms: int = 0
 
     def next_step_id(self) -> int:
         step_id = self.next_step

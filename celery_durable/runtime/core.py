@@ -6,12 +6,12 @@ import logging
 import os
 import socket
 import threading
-import uuid
 from dataclasses import dataclass
 
 from ..serialization import Serializer
-from ..store import Store
-from ..types import ExecutorRecord, now_ms
+from ..store.interface import DurableStore
+from ..types import ExecutorRecord, ExecutorState
+from .executor import Heartbeat, new_executor_id
 
 log = logging.getLogger("celery_durable")
 
@@ -23,28 +23,32 @@ class RuntimeSettings:
     executor_timeout: float = 15.0
     heartbeat_interval: float = 2.0
     max_inline_retry_wait: float = 5.0
-    poll_interval: float = 0.05
+    poll_interval: float = 0.5
     default_max_recovery_attempts: int | None = 100
+    enqueue_timeout: float = 30.0
 
 
 class Runtime:
     """Everything a workflow or step execution needs, shared by one Durable object."""
 
-    def __init__(self, store: Store, serializer: Serializer, settings: RuntimeSettings) -> None:
+    def __init__(
+        self, store: DurableStore, serializer: Serializer, settings: RuntimeSettings
+    ) -> None:
         self.store = store
+        self.clock = store.clock  # one clock for what is stored and for every wait
         self.serializer = serializer
         self.settings = settings
         self._executor_id: str | None = None
         self._executor_pid: int | None = None
         self._inherited = False
-        self._heartbeat_thread: threading.Thread | None = None
+        self._heartbeat: Heartbeat | None = None
         self._lock = threading.Lock()
 
     # executors ----------------------------------------------------------
     @property
     def stale_before_ms(self) -> int:
         """Heartbeats older than this mean the executor is gone."""
-        return now_ms() - int(self.settings.executor_timeout * 1000)
+        return self.clock.now_ms() - int(self.settings.executor_timeout * 1000)
 
     def set_executor(self, executor_id: str, *, inherited: bool = False) -> None:
         """Adopt an executor id; ``inherited`` ones (a worker's) hold in forked children too."""
@@ -53,10 +57,10 @@ class Runtime:
         self._inherited = inherited
 
     def new_executor_id(self) -> str:
-        return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        return new_executor_id()
 
     def register_executor(self, executor_id: str) -> None:
-        now = now_ms()
+        now = self.clock.now_ms()
         self.store.register_executor(
             ExecutorRecord(
                 executor_id=executor_id,
@@ -64,36 +68,45 @@ class Runtime:
                 pid=os.getpid(),
                 started_at_ms=now,
                 last_heartbeat_ms=now,
-                status="RUNNING",
+                status=ExecutorState.RUNNING,
             )
         )
 
-    def executor_id(self) -> str:
-        """This process's executor; a non-worker process gets one with a heartbeat thread."""
+    def _own_executor(self) -> str | None:
         if self._executor_id is not None and (self._inherited or self._executor_pid == os.getpid()):
             return self._executor_id
+        return None
+
+    def executor_id(self) -> str:
+        """This process's executor; a non-worker process gets one with a heartbeat thread."""
+        current = self._own_executor()
+        if current is not None:
+            return current
+        # registered outside the lock: the insert may retry for a while (database down),
+        # and a lock held then would also be held by a child forked meanwhile
+        executor_id = self.new_executor_id()
+        self.register_executor(executor_id)
         with self._lock:
-            if self._executor_id is None or not (
-                self._inherited or self._executor_pid == os.getpid()
-            ):
-                executor_id = self.new_executor_id()
-                self.register_executor(executor_id)
-                self.set_executor(executor_id)
-                self._start_heartbeat_thread(executor_id)
-            assert self._executor_id is not None
-            return self._executor_id
+            current = self._own_executor()
+            if current is not None:  # another thread won: its executor serves both
+                return current
+            self.set_executor(executor_id)
+            self._heartbeat = self.start_heartbeat(executor_id)
+            return executor_id
 
-    def _start_heartbeat_thread(self, executor_id: str) -> None:
-        interval = self.settings.heartbeat_interval
+    def start_heartbeat(self, executor_id: str) -> Heartbeat:
+        """Beat for ``executor_id`` from a thread of this process until ``stop()``."""
+        return Heartbeat(
+            lambda: self.store.heartbeat(executor_id),
+            self.settings.heartbeat_interval,
+            name=f"durable-heartbeat-{executor_id[-12:]}",
+        ).start()
 
-        def beat() -> None:
-            while self._executor_id == executor_id and self._executor_pid == os.getpid():
-                threading.Event().wait(interval)
-                try:
-                    self.store.heartbeat(executor_id)
-                except Exception as exc:  # keep beating; the store logs and retries
-                    log.warning("durable heartbeat failed: %s", exc)
-
-        thread = threading.Thread(target=beat, name="durable-heartbeat", daemon=True)
-        thread.start()
-        self._heartbeat_thread = thread
+    def close(self) -> None:
+        """Stop this process's heartbeat and close its database connections."""
+        with self._lock:
+            heartbeat, self._heartbeat = self._heartbeat, None
+            self._executor_id = None
+        if heartbeat is not None:
+            heartbeat.stop()
+        self.store.dispose()

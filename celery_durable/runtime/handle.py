@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from ..errors import (
@@ -14,13 +13,11 @@ from ..types import (
     StepInfo,
     StepRecord,
     WorkflowRecord,
+    WorkflowState,
     WorkflowStatus,
-    WorkflowStatusString,
     ms_to_datetime,
 )
 from .core import Runtime
-
-S = WorkflowStatusString
 
 
 def to_status(runtime: Runtime, record: WorkflowRecord) -> WorkflowStatus:
@@ -107,24 +104,25 @@ class WorkflowHandle:
 
         Raises TimeoutError when ``timeout`` seconds pass first.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        clock = self._runtime.clock
+        deadline = None if timeout is None else clock.monotonic() + timeout
         interval = poll_interval or self._runtime.settings.poll_interval
         wait = min(0.01, interval)
         while True:
             record = self._record()
-            if record.status == S.SUCCESS:
+            if record.status == WorkflowState.SUCCESS:
                 return self._runtime.serializer.loads(record.output, what="workflow output")
-            if record.status == S.ERROR:
+            if record.status == WorkflowState.ERROR:
                 raise self._runtime.serializer.loads_exception(record.error or "{}")
-            if record.status == S.CANCELLED:
+            if record.status == WorkflowState.CANCELLED:
                 raise AwaitedWorkflowCancelled(self.workflow_id)
-            if record.status == S.MAX_RECOVERY_ATTEMPTS_EXCEEDED:
+            if record.status == WorkflowState.MAX_RECOVERY_ATTEMPTS_EXCEEDED:
                 raise AwaitedWorkflowMaxRecoveryAttemptsExceeded(self.workflow_id)
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and clock.monotonic() >= deadline:
                 raise TimeoutError(
                     f"workflow {self.workflow_id!r} still {record.status} after {timeout}s"
                 )
-            time.sleep(
-                wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic()))
+            clock.sleep(
+                wait if deadline is None else max(0.0, min(wait, deadline - clock.monotonic()))
             )
             wait = min(wait * 2, interval)

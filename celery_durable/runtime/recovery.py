@@ -6,8 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import MaxRecoveryAttemptsExceeded, WorkflowTimeoutError
-from ..store.recovery import DEAD_LETTERED, RECOVERED
-from ..types import WorkflowRecord, now_ms
+from ..types import RecoveryAction, WorkflowRecord
 from .core import Runtime, log
 
 
@@ -22,7 +21,7 @@ class RecoveryReport:
 
 
 Publisher = Callable[[WorkflowRecord], None]
-Notifier = Callable[[str, WorkflowRecord], None]
+Notifier = Callable[[RecoveryAction, WorkflowRecord], None]
 
 
 def _dead_letter_error(runtime: Runtime) -> Callable[[WorkflowRecord], str]:
@@ -33,20 +32,20 @@ def _dead_letter_error(runtime: Runtime) -> Callable[[WorkflowRecord], str]:
     return error
 
 
-def _handle(
+def _follow_up(
     runtime: Runtime,
     record: WorkflowRecord,
-    action: str,
+    action: RecoveryAction,
     publish: Publisher,
     notify: Notifier,
     report: RecoveryReport,
 ) -> None:
-    if action == DEAD_LETTERED:
+    if action == RecoveryAction.DEAD_LETTERED:
         report.dead_lettered.append(record.workflow_id)
         log.error(
             "%s", MaxRecoveryAttemptsExceeded(record.workflow_id, record.max_recovery_attempts or 0)
         )
-        notify(DEAD_LETTERED, record)
+        notify(action, record)
         return
     try:
         publish(record)
@@ -55,7 +54,7 @@ def _handle(
         report.publish_failed.append(record.workflow_id)
         return
     report.recovered.append(record.workflow_id)
-    notify(RECOVERED, record)
+    notify(action, record)
 
 
 def sweep(
@@ -69,7 +68,7 @@ def sweep(
 ) -> RecoveryReport:
     """One run: cancel expired workflows, then move stalled ones on, batch by batch."""
     report = RecoveryReport()
-    now = now_ms()
+    now = runtime.clock.now_ms()
 
     def timeout_error(workflow_id: str) -> str:
         return runtime.serializer.dumps_exception(WorkflowTimeoutError(workflow_id))
@@ -81,18 +80,19 @@ def sweep(
             runtime.stale_before_ms, lost_before, batch_size, _dead_letter_error(runtime)
         )
         for record, action in found:
-            _handle(runtime, record, action, publish, notify, report)
+            _follow_up(runtime, record, action, publish, notify, report)
         if len(found) < batch_size:
             break
     return report
 
 
-def recover_now(
-    runtime: Runtime, workflow_id: str, publish: Publisher, notify: Notifier
+def recover_lost(
+    runtime: Runtime, workflow_id: str, executor_id: str, publish: Publisher, notify: Notifier
 ) -> RecoveryReport:
-    """Recover one workflow whose process died under a live worker (pool child lost)."""
+    """Recover the run of ``workflow_id`` whose process died under the live worker
+    ``executor_id`` (lost, or killed at its time limit): a crash, counting an attempt."""
     report = RecoveryReport()
-    found = runtime.store.recover_workflow(workflow_id, _dead_letter_error(runtime))
+    found = runtime.store.recover_lost(workflow_id, executor_id, _dead_letter_error(runtime))
     if found is not None:
-        _handle(runtime, found[0], found[1], publish, notify, report)
+        _follow_up(runtime, found[0], found[1], publish, notify, report)
     return report

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +12,7 @@ from ..errors import (
     WorkflowTimeoutError,
 )
 from ..policy import RetryPolicy
-from ..types import StepRecord, StepStatus, now_ms
+from ..types import ENDED_STEPS, StepRecord, StepState, StepStatus, WorkflowState
 from .context import (
     SuspendWorkflow,
     WorkflowContext,
@@ -24,9 +23,13 @@ from .context import (
 from .core import Runtime
 
 SLEEP_STEP = "durable.sleep"
+# a checkpoint this recent stands for a status check before the next step (check_running)
+CONFIRMED_FOR_MS = 100
+# how often a sleep or a retry wait looks whether its workflow was cancelled
+CANCEL_POLL_SECONDS = 1.0
 
 
-def _replayed(runtime: Runtime, ctx: WorkflowContext, step_id: int, name: str) -> StepRecord | None:
+def _replayed(ctx: WorkflowContext, step_id: int, name: str) -> StepRecord | None:
     record = ctx.replay.get(step_id)
     if record is not None and record.name != name:
         raise NonDeterministicWorkflowError(ctx.workflow_id, step_id, record.name, name)
@@ -34,14 +37,51 @@ def _replayed(runtime: Runtime, ctx: WorkflowContext, step_id: int, name: str) -
 
 
 def _stored_result(runtime: Runtime, record: StepRecord) -> Any:
-    if record.status == "ERROR":
+    if record.status == StepState.ERROR:
         raise runtime.serializer.loads_exception(record.error or "{}")
     return runtime.serializer.loads(record.output, what=f"output of step {record.name!r}")
 
 
-def _check_deadline(ctx: WorkflowContext) -> None:
-    if ctx.deadline_ms is not None and now_ms() > ctx.deadline_ms:
+def check_running(runtime: Runtime, ctx: WorkflowContext) -> None:
+    """Before a step body starts (and while waiting): raise if the workflow passed its
+    deadline, or was cancelled or taken over since the store last confirmed this run.
+
+    The checkpoint of the step before confirms it (its INSERT requires the workflow to be
+    PENDING), so steps that follow one another read nothing: the status is read only when
+    more than ``CONFIRMED_FOR_MS`` passed since (a sleep, a retry wait, slow workflow code).
+    """
+    now = runtime.clock.now_ms()
+    if ctx.deadline_ms is not None and now > ctx.deadline_ms:
         raise WorkflowTimeoutError(ctx.workflow_id)
+    if now - ctx.confirmed_ms <= CONFIRMED_FOR_MS:
+        return
+    record = runtime.store.get_workflow(ctx.workflow_id)
+    if (
+        record is None
+        or record.status != WorkflowState.PENDING
+        or record.executor_id != ctx.executor_id
+    ):
+        raise WorkflowCancelledError(ctx.workflow_id)
+    ctx.confirmed_ms = now
+
+
+def wait(runtime: Runtime, ctx: WorkflowContext | None, seconds: float) -> None:
+    """Sleep ``seconds``; inside a workflow, stop at its deadline or when it is cancelled
+    (checked every ``CANCEL_POLL_SECONDS``)."""
+    until = runtime.clock.monotonic() + seconds
+    while True:
+        remaining = until - runtime.clock.monotonic()
+        if ctx is None:
+            if remaining > 0:
+                runtime.clock.sleep(remaining)
+            return
+        check_running(runtime, ctx)
+        if remaining <= 0:
+            return
+        pause = min(remaining, CANCEL_POLL_SECONDS)
+        if ctx.deadline_ms is not None:  # wake at the deadline, not a poll later
+            pause = min(pause, max(0.0, (ctx.deadline_ms - runtime.clock.now_ms()) / 1000 + 0.001))
+        runtime.clock.sleep(pause)
 
 
 def _call(
@@ -75,10 +115,9 @@ def run_step(
     if ctx is None or ctx.in_step:
         return _run_attempts(runtime, None, -1, name, fn, args, kwargs, policy, [])
     step_id = ctx.next_step_id()
-    record = _replayed(runtime, ctx, step_id, name)
-    if record is not None and record.status in ("SUCCESS", "ERROR"):
+    record = _replayed(ctx, step_id, name)
+    if record is not None and record.status in ENDED_STEPS:
         return _stored_result(runtime, record)
-    _check_deadline(ctx)
     prior = [
         runtime.serializer.loads_exception(e) for e in (record.attempt_errors if record else ())
     ]
@@ -97,8 +136,10 @@ def _run_attempts(
     errors: list[BaseException],
 ) -> Any:
     attempt = len(errors)
-    started = now_ms()
+    started = runtime.clock.now_ms()
     while True:
+        if ctx is not None:
+            check_running(runtime, ctx)
         try:
             result = _call(
                 ctx, StepStatus(step_id, attempt, policy.max_attempts), name, fn, args, kwargs
@@ -126,7 +167,7 @@ def _run_attempts(
                 and delay > runtime.settings.max_inline_retry_wait
             ):
                 raise SuspendWorkflow(delay) from None
-            time.sleep(delay)
+            wait(runtime, ctx, delay)
             continue
         if ctx is None:
             return result
@@ -147,13 +188,14 @@ def _checkpoint_output(
         workflow_id=ctx.workflow_id,
         step_id=step_id,
         name=name,
-        status="SUCCESS",
+        status=StepState.SUCCESS,
         output=output,
         attempts=attempts,
         started_at_ms=started,
-        completed_at_ms=now_ms(),
+        completed_at_ms=runtime.clock.now_ms(),
     )
     if runtime.store.record_step(record):
+        ctx.confirmed_ms = record.completed_at_ms or 0
         return result
     return _recorded_elsewhere(runtime, ctx, step_id)
 
@@ -162,7 +204,7 @@ def _recorded_elsewhere(runtime: Runtime, ctx: WorkflowContext, step_id: int) ->
     """The checkpoint was refused: another run recorded this step first (its output is the
     one that counts), or the workflow was cancelled meanwhile."""
     stored = runtime.store.load_steps(ctx.workflow_id).get(step_id)
-    if stored is None or stored.status not in ("SUCCESS", "ERROR"):
+    if stored is None or stored.status not in ENDED_STEPS:
         raise WorkflowCancelledError(ctx.workflow_id)
     return _stored_result(runtime, stored)
 
@@ -181,11 +223,11 @@ def _checkpoint_error(
             workflow_id=ctx.workflow_id,
             step_id=step_id,
             name=name,
-            status="ERROR",
+            status=StepState.ERROR,
             error=runtime.serializer.dumps_exception(exc),
             attempts=attempts,
             started_at_ms=started,
-            completed_at_ms=now_ms(),
+            completed_at_ms=runtime.clock.now_ms(),
         )
     )
 
@@ -205,11 +247,11 @@ def run_transaction(
     step_id = -1
     if ctx is not None:
         step_id = ctx.next_step_id()
-        record = _replayed(runtime, ctx, step_id, name)
-        if record is not None and record.status in ("SUCCESS", "ERROR"):
+        record = _replayed(ctx, step_id, name)
+        if record is not None and record.status in ENDED_STEPS:
             return _stored_result(runtime, record)
-        _check_deadline(ctx)
-    started = now_ms()
+        check_running(runtime, ctx)
+    started = runtime.clock.now_ms()
     status = StepStatus(step_id, 0, 1)
 
     def body(session: Any) -> Any:
@@ -226,11 +268,11 @@ def run_transaction(
             workflow_id=ctx.workflow_id,
             step_id=step_id,
             name=name,
-            status="SUCCESS",
+            status=StepState.SUCCESS,
             output=runtime.serializer.dumps(result, what=f"the output of step {name!r}"),
             attempts=1,
             started_at_ms=started,
-            completed_at_ms=now_ms(),
+            completed_at_ms=runtime.clock.now_ms(),
         )
         return runtime.store.insert_checkpoint(conn, record)
 
@@ -240,37 +282,43 @@ def run_transaction(
         if ctx is not None:
             _checkpoint_error(runtime, ctx, step_id, name, exc, 1, started)
         raise
-    if committed or ctx is None:
+    if ctx is None:
+        return result
+    if committed:
+        ctx.confirmed_ms = runtime.clock.now_ms()
         return result
     return _recorded_elsewhere(runtime, ctx, step_id)
 
 
 def durable_sleep(runtime: Runtime, seconds: float) -> None:
-    """Sleep whose wake-up time is recorded: a replay sleeps only what is left."""
+    """Sleep whose wake-up time is recorded: a replay sleeps only what is left. Ends early,
+    raising, when the workflow is cancelled or passes its deadline."""
     ctx = current_workflow()
     if ctx is None or ctx.in_step:
-        time.sleep(seconds)
+        runtime.clock.sleep(seconds)
         return
     step_id = ctx.next_step_id()
-    record = _replayed(runtime, ctx, step_id, SLEEP_STEP)
-    if record is not None and record.status == "SUCCESS":
+    record = _replayed(ctx, step_id, SLEEP_STEP)
+    if record is not None and record.status == StepState.SUCCESS:
         wake_at = float(runtime.serializer.loads(record.output))
     else:
-        wake_at = time.time() + seconds
+        check_running(runtime, ctx)
+        wake_at = runtime.clock.time() + seconds
+        now = runtime.clock.now_ms()
         recorded = runtime.store.record_step(
             StepRecord(
                 workflow_id=ctx.workflow_id,
                 step_id=step_id,
                 name=SLEEP_STEP,
-                status="SUCCESS",
+                status=StepState.SUCCESS,
                 output=runtime.serializer.dumps(wake_at),
-                started_at_ms=now_ms(),
-                completed_at_ms=now_ms(),
+                started_at_ms=now,
+                completed_at_ms=now,
                 attempts=1,
             )
         )
-        if not recorded:
+        if recorded:
+            ctx.confirmed_ms = now
+        else:
             wake_at = float(_recorded_elsewhere(runtime, ctx, step_id))
-    remaining = wake_at - time.time()
-    if remaining > 0:
-        time.sleep(remaining)
+    wait(runtime, ctx, wake_at - runtime.clock.time())

@@ -7,11 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConflictingWorkflowError, WorkflowCancelledError, WorkflowTimeoutError
-from ..types import TERMINAL_STATUSES, WorkflowRecord, WorkflowStatusString, now_ms
+from ..types import (
+    TERMINAL_STATUSES,
+    RunOutcome,
+    WorkflowKind,
+    WorkflowRecord,
+    WorkflowState,
+)
 from .context import SuspendWorkflow, WorkflowContext, workflow_context
 from .core import Runtime, log
-
-S = WorkflowStatusString
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,7 @@ class StartRequest:
     name: str
     args: Sequence[Any] = ()
     kwargs: Mapping[str, Any] | None = None
-    kind: str = "workflow"
+    kind: str = WorkflowKind.WORKFLOW
     queue: str | None = None
     max_recovery_attempts: int | None = None
     timeout: float | None = None
@@ -30,9 +34,10 @@ class StartRequest:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one execution attempt ended: ``state`` is success, error, suspended or skipped."""
+    """How one run ended (see ``RunOutcome``), with its value or error, the delay of a
+    suspension, and the workflow's row."""
 
-    state: str
+    state: RunOutcome
     value: Any = None
     error: BaseException | None = None
     delay: float = 0.0
@@ -67,11 +72,11 @@ def record_start(
     name raises ConflictingWorkflowError; an existing one of the same name is returned.
     """
     inputs = encode_inputs(runtime, request)
-    now = now_ms()
+    now = runtime.clock.now_ms()
     record = WorkflowRecord(
         workflow_id=request.workflow_id,
         name=request.name,
-        status=S.PENDING if executor_id else S.ENQUEUED,
+        status=WorkflowState.PENDING if executor_id else WorkflowState.ENQUEUED,
         kind=request.kind,
         inputs=inputs,
         executor_id=executor_id,
@@ -96,69 +101,93 @@ def record_start(
 def execute(
     runtime: Runtime,
     workflow_id: str,
+    name: str,
     fn: Callable[..., Any],
     *,
     can_suspend: bool,
     claimed: WorkflowRecord | None = None,
 ) -> Outcome:
-    """Claim ``workflow_id`` for this executor and run ``fn`` on its stored inputs."""
+    """Claim ``workflow_id`` (recorded as ``name``) for this executor and run ``fn`` on its
+    stored inputs. A run that ends without finishing the workflow gives up ownership."""
     executor_id = runtime.executor_id()
     record = claimed or runtime.store.claim_workflow(
-        workflow_id, executor_id, runtime.stale_before_ms
+        workflow_id, name, executor_id, runtime.stale_before_ms
     )
     if record is None:
         current = runtime.store.get_workflow(workflow_id)
-        return Outcome("skipped", record=current)
+        return Outcome(RunOutcome.SKIPPED, record=current)
     ctx = WorkflowContext(
         workflow_id=workflow_id,
         name=record.name,
         executor_id=executor_id,
         deadline_ms=record.deadline_ms,
         can_suspend=can_suspend,
+        run=record.run_count,
+        confirmed_ms=runtime.clock.now_ms(),
     )
-    token = workflow_context.set(ctx)
     try:
-        try:
-            # a corrupted row ends the workflow ERROR here instead of failing every delivery
-            args, kwargs = decode_inputs(runtime, record)
-            if record.run_count > 1:
-                ctx.replay = runtime.store.load_steps(workflow_id)
-            if ctx.deadline_ms is not None and now_ms() > ctx.deadline_ms:
-                raise WorkflowTimeoutError(workflow_id)
-            value = fn(*args, **kwargs)
-            if ctx.deadline_ms is not None and now_ms() > ctx.deadline_ms:
-                raise WorkflowTimeoutError(workflow_id)  # a timeout cancels, even at the end
-        finally:
-            workflow_context.reset(token)
+        value = _run_body(runtime, ctx, record, fn)
     except SuspendWorkflow as suspend:
-        wake_at = now_ms() + int(suspend.delay * 1000)
+        wake_at = runtime.clock.now_ms() + int(suspend.delay * 1000)
         runtime.store.suspend_workflow(workflow_id, executor_id, wake_at)
-        return Outcome("suspended", delay=suspend.delay, record=record)
-    except WorkflowCancelledError as exc:  # cancelled while it ran: the row says so already
-        return Outcome("error", error=exc, record=record)
+        return Outcome(RunOutcome.SUSPENDED, delay=suspend.delay, record=record)
+    except WorkflowCancelledError as exc:  # cancelled (or taken over) while it ran
+        _give_up(runtime, ctx)
+        return Outcome(RunOutcome.ERROR, error=exc, record=record)
     except WorkflowTimeoutError as exc:
-        runtime.store.set_status(
-            workflow_id,
-            S.CANCELLED,
-            only_from=[S.PENDING],
-            error=runtime.serializer.dumps_exception(exc),
-        )
-        return Outcome("error", error=exc, record=record)
-    except Exception as exc:
         error = runtime.serializer.dumps_exception(exc)
-        if not runtime.store.finish_workflow(workflow_id, executor_id, S.ERROR, error=error):
-            log.warning("workflow %s: no longer owned when it failed", workflow_id)
-        return Outcome("error", error=exc, record=record)
+        runtime.store.set_status(
+            workflow_id, WorkflowState.CANCELLED, only_from=[WorkflowState.PENDING], error=error
+        )
+        _give_up(runtime, ctx)  # the sweep may have cancelled it first, keeping the owner
+        return Outcome(RunOutcome.ERROR, error=exc, record=record)
+    except Exception as exc:
+        _finish(runtime, ctx, WorkflowState.ERROR, error=runtime.serializer.dumps_exception(exc))
+        return Outcome(RunOutcome.ERROR, error=exc, record=record)
+    except BaseException:  # interrupted (KeyboardInterrupt, SystemExit): others take over
+        _give_up(runtime, ctx)
+        raise
     try:
         output = runtime.serializer.dumps(value, what=f"the result of workflow {record.name!r}")
     except Exception as exc:
-        runtime.store.finish_workflow(
-            workflow_id, executor_id, S.ERROR, error=runtime.serializer.dumps_exception(exc)
-        )
-        return Outcome("error", error=exc, record=record)
-    if not runtime.store.finish_workflow(workflow_id, executor_id, S.SUCCESS, output=output):
-        log.warning("workflow %s: no longer owned when it finished", workflow_id)
-    return Outcome("success", value=value, record=record)
+        _finish(runtime, ctx, WorkflowState.ERROR, error=runtime.serializer.dumps_exception(exc))
+        return Outcome(RunOutcome.ERROR, error=exc, record=record)
+    _finish(runtime, ctx, WorkflowState.SUCCESS, output=output)
+    return Outcome(RunOutcome.SUCCESS, value=value, record=record)
+
+
+def _run_body(
+    runtime: Runtime, ctx: WorkflowContext, record: WorkflowRecord, fn: Callable[..., Any]
+) -> Any:
+    token = workflow_context.set(ctx)
+    try:
+        # a corrupted row ends the workflow ERROR here instead of failing every delivery
+        args, kwargs = decode_inputs(runtime, record)
+        if record.run_count > 1:
+            ctx.replay = runtime.store.load_steps(ctx.workflow_id)
+        if ctx.deadline_ms is not None and runtime.clock.now_ms() > ctx.deadline_ms:
+            raise WorkflowTimeoutError(ctx.workflow_id)
+        value = fn(*args, **kwargs)
+        if ctx.deadline_ms is not None and runtime.clock.now_ms() > ctx.deadline_ms:
+            raise WorkflowTimeoutError(ctx.workflow_id)  # a timeout cancels, even at the end
+        return value
+    finally:
+        workflow_context.reset(token)
+
+
+def _finish(runtime: Runtime, ctx: WorkflowContext, status: str, **values: str) -> None:
+    if not runtime.store.finish_workflow(ctx.workflow_id, ctx.executor_id, status, **values):
+        log.warning("workflow %s: no longer owned when it ended %s", ctx.workflow_id, status)
+        _give_up(runtime, ctx)
+
+
+def _give_up(runtime: Runtime, ctx: WorkflowContext) -> None:
+    """Release this run's ownership (if it still has it), so a resume or the sweep can
+    hand the workflow on; never masks the error that ended the run."""
+    try:
+        runtime.store.release_workflow(ctx.workflow_id, ctx.executor_id, ctx.run)
+    except Exception as exc:  # the owner stays recorded: the sweep frees it once it is gone
+        log.warning("workflow %s: could not give up ownership: %s", ctx.workflow_id, exc)
 
 
 def run_direct(runtime: Runtime, request: StartRequest, fn: Callable[..., Any]) -> Any:
@@ -170,13 +199,15 @@ def run_direct(runtime: Runtime, request: StartRequest, fn: Callable[..., Any]) 
     claimed: WorkflowRecord | None = record if created else None
     if not created and record.status not in TERMINAL_STATUSES:
         claimed = runtime.store.claim_workflow(
-            request.workflow_id, executor_id, runtime.stale_before_ms
+            request.workflow_id, request.name, executor_id, runtime.stale_before_ms
         )
     if claimed is None:
         return WorkflowHandle(runtime, request.workflow_id).get_result()
-    outcome = execute(runtime, request.workflow_id, fn, can_suspend=False, claimed=claimed)
-    if outcome.state == "success":
+    outcome = execute(
+        runtime, request.workflow_id, request.name, fn, can_suspend=False, claimed=claimed
+    )
+    if outcome.state == RunOutcome.SUCCESS:
         return outcome.value
-    if outcome.state == "error" and outcome.error is not None:
+    if outcome.state == RunOutcome.ERROR and outcome.error is not None:
         raise outcome.error
     return WorkflowHandle(runtime, request.workflow_id).get_result()

@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Dialect, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..types import StepRecord, now_ms
+from ..clock import SYSTEM_CLOCK, Clock
+from ..types import StepRecord
 from .engine import make_engine, with_retries
 from .hot import HotPath, HotResult, HotTransaction
 from .statements import STEP_CHECKPOINT
@@ -22,8 +23,16 @@ T = TypeVar("T")
 class StoreBase:
     """One database: engine (re-created after fork), retried reads and writes."""
 
-    def __init__(self, url: str, *, retry_timeout: float = 60.0, pool_size: int = 5) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        retry_timeout: float = 60.0,
+        pool_size: int = 5,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.url = url
+        self.clock = clock
         self.retry_timeout = retry_timeout
         self.pool_size = pool_size
         self._engine: Engine | None = None
@@ -36,7 +45,7 @@ class StoreBase:
             dialect=self._initialized_dialect,
             begin_sql="BEGIN" if postgres else "BEGIN IMMEDIATE",
             # a lease lost in a server crash is harmless: the step is simply free again
-            relaxed_setup="SET synchronous_commit TO off" if postgres else None,
+            async_commit_setup="SET synchronous_commit TO off" if postgres else None,
             max_idle=pool_size,
         )
 
@@ -96,14 +105,14 @@ class StoreBase:
         return with_retries(attempt, timeout=self.retry_timeout, what=what)
 
     def _hot(
-        self, what: str, stmt: Any, params: dict[str, Any], *, relaxed: bool = False
+        self, what: str, stmt: Any, params: dict[str, Any], *, async_commit: bool = False
     ) -> HotResult:
         """One prebuilt statement on the hot path (autocommit), retried like any write.
 
-        ``relaxed``: the commit need not reach the disk before returning (see hot.py).
+        ``async_commit``: the commit need not reach the disk before returning (see hot.py).
         """
         return with_retries(
-            lambda: self.hot.execute(stmt, params, relaxed=relaxed),
+            lambda: self.hot.execute(stmt, params, async_commit=async_commit),
             timeout=self.retry_timeout,
             what=what,
         )
@@ -117,7 +126,7 @@ class StoreBase:
 
         return with_retries(attempt, timeout=self.retry_timeout, what=what)
 
-    def _write1(self, what: str, fn: Callable[[Connection], T]) -> T:
+    def _autocommit(self, what: str, fn: Callable[[Connection], T]) -> T:
         """A write that is one statement (or idempotent ones): autocommit, one round trip."""
         return self._read(what, fn)
 
@@ -150,7 +159,7 @@ class StoreBase:
                 attempt=attempt,
                 name=name,
                 error=error,
-                created_at_ms=now_ms(),
+                created_at_ms=self.clock.now_ms(),
             )
             .on_conflict_do_nothing()
         )

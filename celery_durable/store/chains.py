@@ -8,14 +8,11 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, exists, func, or_, select, update
 
-from ..types import StepRecord, WorkflowRecord, WorkflowStatusString, now_ms
+from ..types import ExecutorState, StepRecord, StepState, WorkflowRecord, WorkflowState
 from .base import StoreBase
 from .hot import HotTransaction
 from .statements import INSERT_STEP, INSERT_WORKFLOW, ended_values, one_of
 from .tables import executors, steps, workflows
-
-S = WorkflowStatusString
-OPEN = ("PENDING", "RUNNING", "RETRYING")
 
 
 class ChainQueries(StoreBase):
@@ -43,9 +40,10 @@ class ChainQueries(StoreBase):
         return self._read("get_step", run)
 
     def claim_chain_step(
-        self, workflow_id: str, step_id: int, executor_id: str, stale_before_ms: int
+        self, workflow_id: str, step_id: int, name: str, executor_id: str, stale_before_ms: int
     ) -> StepRecord | None:
-        """Lease a step to ``executor_id`` unless a live executor holds it or it has ended.
+        """Lease a step to ``executor_id`` unless a live executor holds it, it has ended, its
+        chain has ended or passed its deadline, or it was recorded under another ``name``.
 
         Also marks an ENQUEUED workflow PENDING. Returns the leased step (its name,
         attempts so far and lease id), or None.
@@ -54,24 +52,25 @@ class ChainQueries(StoreBase):
         params = {
             "wid": workflow_id,
             "sid": step_id,
+            "name": name,
             "executor": executor_id,
             "lease": lease,
             "stale": stale_before_ms,
-            "now": now_ms(),
+            "now": self.clock.now_ms(),
         }
         # Relaxed commits: a lease lost in a database crash only frees the step again (its
         # completion, a durable commit, checks the lease), and any later durable commit
         # flushes this one to disk with it.
-        row = self._hot("claim_chain_step", _CLAIM, params, relaxed=True).first()
+        row = self._hot("claim_chain_step", _CLAIM, params, async_commit=True).first()
         if row is None:
             return None
-        if row["workflow_status"] == S.ENQUEUED:  # first step, or after recovery
-            self._hot("claim_chain_step", _MARK_RUNNING, params, relaxed=True)
+        if row["workflow_status"] == WorkflowState.ENQUEUED:  # first step, or after recovery
+            self._hot("claim_chain_step", _MARK_RUNNING, params, async_commit=True)
         return StepRecord(
             workflow_id=workflow_id,
             step_id=step_id,
             name=row["name"],
-            status="RUNNING",
+            status=StepState.RUNNING,
             attempts=row["attempts"],
             executor_id=executor_id,
             lease_id=lease,
@@ -88,7 +87,9 @@ class ChainQueries(StoreBase):
         last: bool,
     ) -> bool:
         """In the caller's transaction: checkpoint the output; the last step ends the chain."""
-        params = _complete_params(workflow_id, step_id, lease_id, output, attempts)
+        params = _complete_params(
+            workflow_id, step_id, lease_id, output, attempts, self.clock.now_ms()
+        )
         return _complete(conn.execute, params, last)
 
     def finish_chain_step(
@@ -101,7 +102,9 @@ class ChainQueries(StoreBase):
         last: bool,
     ) -> bool:
         """Checkpoint the output under this delivery's lease (hot path); False if lost."""
-        params = _complete_params(workflow_id, step_id, lease_id, output, attempts)
+        params = _complete_params(
+            workflow_id, step_id, lease_id, output, attempts, self.clock.now_ms()
+        )
         if not last:
             return self._hot("finish_chain_step", _COMPLETE, params).rowcount == 1
         return self._hot_tx("finish_chain_step", lambda tx: _complete(tx.execute, params, last))
@@ -120,7 +123,7 @@ class ChainQueries(StoreBase):
             .where(
                 steps.c.workflow_id == workflow_id,
                 steps.c.step_id == step_id,
-                steps.c.status == "RUNNING",
+                steps.c.status == StepState.RUNNING,
                 steps.c.lease_id == lease,
             )
             .values(executor_id=None, lease_id=None, **values)
@@ -143,7 +146,7 @@ class ChainQueries(StoreBase):
             self.insert_attempt_error(conn, workflow_id, step_id, attempt, name, error)
             return self._end_lease(
                 conn, workflow_id, step_id, lease_id,
-                status="RETRYING", attempts=attempt + 1, due_at_ms=due_at_ms,
+                status=StepState.RETRYING, attempts=attempt + 1, due_at_ms=due_at_ms,
             )  # fmt: skip
 
         return self._write("retry_chain_step", run)
@@ -159,16 +162,19 @@ class ChainQueries(StoreBase):
         final_error: str,
     ) -> bool:
         """Record the last failed attempt; the step and the chain end ERROR."""
-        now = now_ms()
+        now = self.clock.now_ms()
 
         def run(conn: Connection) -> bool:
             self.insert_attempt_error(conn, workflow_id, step_id, attempt, name, attempt_error)
             if not self._end_lease(
                 conn, workflow_id, step_id, lease_id,
-                status="ERROR", error=final_error, attempts=attempt + 1, completed_at_ms=now,
+                status=StepState.ERROR, error=final_error, attempts=attempt + 1,
+                completed_at_ms=now,
             ):  # fmt: skip
                 return False
-            self._end_workflow(conn, workflow_id, now, status=S.ERROR, error=final_error)
+            self._end_workflow(
+                conn, workflow_id, now, status=WorkflowState.ERROR, error=final_error
+            )
             return True
 
         return self._write("fail_chain_step", run)
@@ -181,29 +187,16 @@ class ChainQueries(StoreBase):
             previous: StepRecord | None = None
             for row in conn.execute(stmt).mappings():
                 record = StepRecord(**row)
-                if record.status != "SUCCESS":
+                if record.status != StepState.SUCCESS:
                     return record, previous
                 previous = record
             return None
 
         return self._read("first_open_step", run)
 
-    def release_step(self, workflow_id: str, step_id: int, values: dict[str, Any]) -> None:
-        """Put an open step back to PENDING (resume, recovery) so any worker may lease it."""
-        stmt = (
-            update(steps)
-            .where(
-                steps.c.workflow_id == workflow_id,
-                steps.c.step_id == step_id,
-                steps.c.status.in_(list(OPEN)),
-            )
-            .values(status="PENDING", executor_id=None, lease_id=None, **values)
-        )
-        self._write1("release_step", lambda c: c.execute(stmt))
-
 
 def _complete_params(
-    workflow_id: str, step_id: int, lease_id: str, output: str, attempts: int
+    workflow_id: str, step_id: int, lease_id: str, output: str, attempts: int, now: int
 ) -> dict[str, Any]:
     return {
         "wid": workflow_id,
@@ -211,7 +204,7 @@ def _complete_params(
         "lease": lease_id,
         "output": output,
         "attempts": attempts,
-        "now": now_ms(),
+        "now": now,
     }
 
 
@@ -223,7 +216,7 @@ def _complete(
     if execute(_COMPLETE, params).rowcount != 1:
         return False
     if last:
-        execute(_END_CHAIN, {**params, "status": S.SUCCESS, "error": None})
+        execute(_END_CHAIN, {**params, "status": WorkflowState.SUCCESS, "error": None})
     return True
 
 
@@ -232,27 +225,33 @@ def _build_statements() -> tuple[Any, Any, Any, Any]:
     wid: Any = bindparam("wid")
     sid: Any = bindparam("sid")
     live = select(executors.c.executor_id).where(
-        executors.c.last_heartbeat_ms >= bindparam("stale"), executors.c.status == "RUNNING"
+        executors.c.last_heartbeat_ms >= bindparam("stale"),
+        executors.c.status == ExecutorState.RUNNING,
     )
+    # no step starts once its chain has ended or passed its deadline
     workflow_active = exists().where(
-        workflows.c.workflow_id == wid, one_of(workflows.c.status, S.ENQUEUED, S.PENDING)
+        workflows.c.workflow_id == wid,
+        one_of(workflows.c.status, WorkflowState.ENQUEUED, WorkflowState.PENDING),
+        or_(workflows.c.deadline_ms.is_(None), workflows.c.deadline_ms >= bindparam("now")),
     )
     claim = (
         update(steps)
         .where(
             steps.c.workflow_id == wid,
             steps.c.step_id == sid,
+            # a message runs only as the step it names (see integration/chains.py)
+            steps.c.name == bindparam("name"),
             or_(
-                one_of(steps.c.status, "PENDING", "RETRYING"),
+                one_of(steps.c.status, StepState.PENDING, StepState.RETRYING),
                 and_(
-                    steps.c.status == "RUNNING",
+                    steps.c.status == StepState.RUNNING,
                     or_(steps.c.executor_id.is_(None), steps.c.executor_id.not_in(live)),
                 ),
             ),
             workflow_active,
         )
         .values(
-            status="RUNNING",
+            status=StepState.RUNNING,
             executor_id=bindparam("executor"),
             lease_id=bindparam("lease"),
             started_at_ms=func.coalesce(steps.c.started_at_ms, bindparam("now")),
@@ -269,9 +268,9 @@ def _build_statements() -> tuple[Any, Any, Any, Any]:
     )
     mark_running = (
         update(workflows)
-        .where(workflows.c.workflow_id == wid, workflows.c.status == S.ENQUEUED)
+        .where(workflows.c.workflow_id == wid, workflows.c.status == WorkflowState.ENQUEUED)
         .values(
-            status=S.PENDING,
+            status=WorkflowState.PENDING,
             started_at_ms=func.coalesce(workflows.c.started_at_ms, bindparam("now")),
             updated_at_ms=bindparam("now"),
         )
@@ -281,11 +280,11 @@ def _build_statements() -> tuple[Any, Any, Any, Any]:
         .where(
             steps.c.workflow_id == wid,
             steps.c.step_id == sid,
-            steps.c.status == "RUNNING",
+            steps.c.status == StepState.RUNNING,
             steps.c.lease_id == bindparam("lease"),
         )
         .values(
-            status="SUCCESS",
+            status=StepState.SUCCESS,
             output=bindparam("output"),
             attempts=bindparam("attempts"),
             executor_id=None,
@@ -294,7 +293,10 @@ def _build_statements() -> tuple[Any, Any, Any, Any]:
     )
     end_chain = (
         update(workflows)
-        .where(workflows.c.workflow_id == wid, one_of(workflows.c.status, S.ENQUEUED, S.PENDING))
+        .where(
+            workflows.c.workflow_id == wid,
+            one_of(workflows.c.status, WorkflowState.ENQUEUED, WorkflowState.PENDING),
+        )
         .values(**ended_values())
     )
     return claim, mark_running, complete, end_chain

@@ -22,6 +22,8 @@ T = TypeVar("T")
 DEFAULT_SQLITE_FILE = "celery_durable.sqlite3"
 # SQLSTATEs that mean "try the same transaction again".
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+# SQLite primary result codes (SQLITE_<name>) that a later attempt may not meet again
+SQLITE_TRANSIENT = frozenset({"BUSY", "LOCKED", "IOERR", "CANTOPEN", "PROTOCOL", "FULL"})
 
 
 def default_url() -> str:
@@ -99,13 +101,25 @@ def is_serialization_failure(exc: BaseException) -> bool:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Connection lost, server restarting, or SQLite busy: worth another try."""
+    """Connection lost, server restarting, or SQLite busy: worth another try.
+
+    Anything else (a syntax error, a constraint violation, a missing table) is the
+    statement's own error: raised at once, never retried as if the database were down.
+    """
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     state = sqlstate(exc)
     if state is not None:
         return state.startswith("08") or state in {"57P01", "57P02", "57P03", "53300"}
-    return isinstance(exc, OperationalError)
+    code = getattr(getattr(exc, "orig", None), "sqlite_errorname", None)
+    if code is not None:  # SQLite: busy, locked, or the file not reachable for now
+        return str(code).split("_")[1] in SQLITE_TRANSIENT
+    # a Postgres driver error without a SQLSTATE comes from the connection, not the server
+    return isinstance(exc, OperationalError) and not _is_sqlite(exc)
+
+
+def _is_sqlite(exc: BaseException) -> bool:
+    return type(getattr(exc, "orig", None)).__module__ == "sqlite3"
 
 
 def with_retries(

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Dialect, Engine
+from sqlalchemy import Dialect, Engine, Integer, String
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.types import NullType
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,24 @@ class Compiled:
         if self.order is None:
             return values
         return tuple(values[name] for name in self.order)
+
+
+# parameter types whose values the drivers take as they are (no bind processor)
+RAW_TYPES = (String, Integer, NullType)
+
+
+def check_statement(stmt: Any) -> None:
+    """Refuse a statement the raw path cannot run: expanding IN lists, or a bound parameter
+    whose type needs a conversion on the way to the driver."""
+    compiled = stmt.compile()
+    if compiled.post_compile_params or compiled.literal_execute_params:
+        raise ValueError("a hot-path statement cannot use expanding IN lists")
+    for bind in compiled.binds.values():
+        if not isinstance(bind.type, RAW_TYPES):
+            raise ValueError(
+                f"hot-path parameter {bind.key!r} is of type {bind.type!r}: only strings, "
+                "integers and None pass to the driver unconverted"
+            )
 
 
 def compile_statement(stmt: Any, dialect: Any) -> Compiled:
@@ -92,10 +111,11 @@ class HotPath:
     statements. That suits every Celery pool: prefork processes, threads, and gevent or
     eventlet greenlets (a new greenlet per task still finds a connection open).
 
-    A *relaxed* connection runs ``relaxed_setup`` once (on Postgres, ``synchronous_commit``
-    off): its commits return before the WAL reaches the disk, for writes whose loss in a
-    server crash is harmless (a step's lease). A connection inherited across ``fork`` is
-    never used or closed by the child (closing it would end the parent's session).
+    An *async_commit* connection runs ``async_commit_setup`` once (on Postgres,
+    ``synchronous_commit`` off): its commits return before the WAL reaches the disk, for
+    writes whose loss in a server crash is harmless (a step's lease). A connection
+    inherited across ``fork`` is never used or closed by the child (closing it would end
+    the parent's session).
     """
 
     def __init__(
@@ -104,41 +124,52 @@ class HotPath:
         *,
         dialect: Callable[[], Dialect],
         begin_sql: str = "BEGIN",
-        relaxed_setup: str | None = None,
+        async_commit_setup: str | None = None,
         max_idle: int = 5,
     ) -> None:
         self._engine = engine
         self._dialect = dialect
         self._begin_sql = begin_sql
-        self._relaxed_setup = relaxed_setup
+        self._async_commit_setup = async_commit_setup
         self._max_idle = max_idle
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._generation = 0  # close() retires every connection of earlier generations
         self._idle: dict[bool, list[Any]] = {False: [], True: []}
-        self._compiled: dict[int, Compiled] = {}
+        # id -> (the statement, held so its id is never reused; compiled on first use)
+        self._registered: dict[int, tuple[Any, Compiled | None]] = {}
         self._inherited: list[Any] = []  # kept referenced so they are never closed here
         # called with each SQL text sent (BEGIN and COMMIT included): for instrumentation,
         # as SQLAlchemy's before_cursor_execute event is for the rest of the store
         self.on_statement: Callable[[str], None] | None = None
 
-    def compiled(self, stmt: Any) -> Compiled:
-        found = self._compiled.get(id(stmt))
-        if found is None:
-            found = compile_statement(stmt, self._dialect())
-            self._compiled[id(stmt)] = found
-        return found
-
-    def warm(self, statements: Iterable[Any]) -> None:
-        """Compile ``statements`` now: a worker does it before forking its pool, so every
-        child inherits them compiled."""
+    def register(self, *statements: Any) -> None:
+        """Admit statements to the hot path (see ``check_statement``). Only these run here:
+        each is kept for the life of the path, so its ``id`` stays its own."""
         for stmt in statements:
+            check_statement(stmt)
+            self._registered.setdefault(id(stmt), (stmt, None))
+
+    def compiled(self, stmt: Any) -> Compiled:
+        entry = self._registered.get(id(stmt))
+        if entry is None or entry[0] is not stmt:
+            raise ValueError(f"statement not registered with the hot path: {stmt}")
+        if entry[1] is None:
+            entry = (stmt, compile_statement(stmt, self._dialect()))
+            self._registered[id(stmt)] = entry
+        assert entry[1] is not None
+        return entry[1]
+
+    def warm(self) -> None:
+        """Compile every registered statement now: a worker does it before forking its
+        pool, so every child inherits them compiled."""
+        for stmt, _ in list(self._registered.values()):
             self.compiled(stmt)
 
-    def idle_count(self, relaxed: bool = False) -> int:
+    def idle_count(self, async_commit: bool = False) -> int:
         with self._lock:
             self._forget_inherited()
-            return len(self._idle[relaxed])
+            return len(self._idle[async_commit])
 
     def _forget_inherited(self) -> None:
         """After a fork (the lock held): park the parent's connections, start empty."""
@@ -148,41 +179,41 @@ class HotPath:
             self._pid = os.getpid()
 
     @contextmanager
-    def checkout(self, relaxed: bool = False) -> Iterator[Any]:
+    def checkout(self, async_commit: bool = False) -> Iterator[Any]:
         """A connection for one statement or transaction, given back (if still sound)."""
-        fairy = self._take(relaxed)
+        fairy = self._take(async_commit)
         try:
             yield fairy
         finally:
-            self._give(fairy, relaxed)
+            self._give(fairy, async_commit)
 
-    def _take(self, relaxed: bool) -> Any:
+    def _take(self, async_commit: bool) -> Any:
         # lock-free when a connection is idle: list.pop and list.append are atomic
         if self._pid != os.getpid():
             with self._lock:
                 self._forget_inherited()
         try:
-            return self._idle[relaxed].pop()
+            return self._idle[async_commit].pop()
         except IndexError:
             pass
         fairy = self._open_connection()
         fairy.info["hot_owner"] = (self._pid, self._generation)
-        if relaxed and self._relaxed_setup:
+        if async_commit and self._async_commit_setup:
             try:
-                self._raw(fairy, self._relaxed_setup)
+                self._raw(fairy, self._async_commit_setup)
             except BaseException:
                 fairy.invalidate()
                 raise
         return fairy
 
-    def _give(self, fairy: Any, relaxed: bool) -> None:
+    def _give(self, fairy: Any, async_commit: bool) -> None:
         if not fairy.is_valid:  # dropped after an error: already closed
             return
         pid, generation = fairy.info["hot_owner"]
         if pid != self._pid:  # taken before a fork, given back in the child: not ours
             self._inherited.append(fairy)
             return
-        idle = self._idle[relaxed]
+        idle = self._idle[async_commit]
         if generation == self._generation and len(idle) < self._max_idle:
             idle.append(fairy)
             return
@@ -215,14 +246,16 @@ class HotPath:
             with suppress(Exception):
                 fairy.close()
 
-    def execute(self, stmt: Any, params: Mapping[str, Any], *, relaxed: bool = False) -> HotResult:
+    def execute(
+        self, stmt: Any, params: Mapping[str, Any], *, async_commit: bool = False
+    ) -> HotResult:
         """Run one prebuilt statement as its own transaction (autocommit)."""
         compiled = self.compiled(stmt)
-        fairy = self._take(relaxed)  # (checkout() inlined: this runs for every step)
+        fairy = self._take(async_commit)  # (checkout() inlined: this runs for every step)
         try:
             return self._run(fairy, compiled, params)
         finally:
-            self._give(fairy, relaxed)
+            self._give(fairy, async_commit)
 
     @contextmanager
     def transaction(self) -> Iterator[HotTransaction]:

@@ -53,11 +53,3 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
                 conn.commit()
     return current_revision(engine)
-
-
-def downgrade(engine: Engine, revision: str = "base") -> None:
-    cfg = _config()
-    with engine.connect() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, revision)
-        conn.commit()

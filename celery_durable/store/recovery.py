@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, and_, exists, or_, select, update
 
-from ..types import StepRecord, WorkflowRecord, WorkflowStatusString, now_ms
+from ..types import (
+    ACTIVE_STATUSES,
+    FINISHED_STATUSES,
+    ExecutorState,
+    RecoveryAction,
+    ResumeOutcome,
+    StepRecord,
+    StepState,
+    WorkflowKind,
+    WorkflowRecord,
+    WorkflowState,
+)
 from .base import StoreBase
 from .tables import executors, steps, workflows
 
-S = WorkflowStatusString
-RECOVERED = "recovered"
-DEAD_LETTERED = "dead_lettered"
+CHAIN = WorkflowKind.CHAIN
+
+# chain steps a resume puts back to PENDING: leased (by a dead executor), or due later
+_LEASED_OR_DUE = (StepState.RUNNING, StepState.RETRYING)
+
+
+Gone = Callable[[Any], Any]  # an executor id column -> "that executor is gone" (SQL)
+
+
+def _owned_by(executor_id: str) -> Gone:
+    return lambda column: column == executor_id
 
 
 class RecoveryQueries(StoreBase):
@@ -20,34 +40,41 @@ class RecoveryQueries(StoreBase):
 
     def _live(self, stale_before_ms: int) -> Any:
         return select(executors.c.executor_id).where(
-            executors.c.last_heartbeat_ms >= stale_before_ms, executors.c.status == "RUNNING"
+            executors.c.last_heartbeat_ms >= stale_before_ms,
+            executors.c.status == ExecutorState.RUNNING,
+        )
+
+    def _dead(self, stale_before_ms: int) -> Gone:
+        live = self._live(stale_before_ms)
+        return lambda column: or_(column.is_(None), column.not_in(live))
+
+    def _running_under(self, gone: Gone, w: Any = workflows) -> Any:
+        """Condition on workflow rows ``w``: running under an executor that is ``gone``
+        (a code workflow PENDING under it, or a chain with a step RUNNING under it)."""
+        s = steps.alias("r")
+        step_gone = exists().where(
+            s.c.workflow_id == w.c.workflow_id,
+            s.c.status == StepState.RUNNING,
+            gone(s.c.executor_id),
+        )
+        return or_(
+            and_(w.c.kind != CHAIN, w.c.status == WorkflowState.PENDING, gone(w.c.executor_id)),
+            and_(w.c.kind == CHAIN, w.c.status.in_(list(ACTIVE_STATUSES)), step_gone),
         )
 
     def _stalled(self, stale_before_ms: int, lost_before_ms: int) -> Any:
         w = workflows
         s = steps.alias("s")
         p = steps.alias("p")
-        live = self._live(stale_before_ms)
-        owner_gone = or_(w.c.executor_id.is_(None), w.c.executor_id.not_in(live))
-        code = and_(
-            w.c.kind != "chain",
-            or_(
-                and_(w.c.status == S.PENDING, owner_gone),
-                and_(
-                    w.c.status == S.ENQUEUED,
-                    w.c.updated_at_ms < lost_before_ms,
-                    or_(w.c.wake_at_ms.is_(None), w.c.wake_at_ms < lost_before_ms),
-                ),
-            ),
-        )
-        step_owner_gone = exists().where(
-            s.c.workflow_id == w.c.workflow_id,
-            s.c.status == "RUNNING",
-            or_(s.c.executor_id.is_(None), s.c.executor_id.not_in(live)),
+        code_lost = and_(
+            w.c.kind != CHAIN,
+            w.c.status == WorkflowState.ENQUEUED,
+            w.c.updated_at_ms < lost_before_ms,
+            or_(w.c.wake_at_ms.is_(None), w.c.wake_at_ms < lost_before_ms),
         )
         retry_lost = exists().where(
             s.c.workflow_id == w.c.workflow_id,
-            s.c.status == "RETRYING",
+            s.c.status == StepState.RETRYING,
             s.c.due_at_ms < lost_before_ms,
         )
         next_lost = exists(
@@ -57,31 +84,32 @@ class RecoveryQueries(StoreBase):
             )
             .where(
                 s.c.workflow_id == w.c.workflow_id,
-                s.c.status == "PENDING",
-                p.c.status == "SUCCESS",
+                s.c.status == StepState.PENDING,
+                p.c.status == StepState.SUCCESS,
                 p.c.completed_at_ms < lost_before_ms,
             )
         )
         first_lost = exists().where(
-            s.c.workflow_id == w.c.workflow_id, s.c.step_id == 0, s.c.status == "PENDING"
+            s.c.workflow_id == w.c.workflow_id, s.c.step_id == 0, s.c.status == StepState.PENDING
         )
-        chain = and_(
-            w.c.kind == "chain",
-            or_(
-                step_owner_gone,
-                and_(w.c.updated_at_ms < lost_before_ms, or_(retry_lost, next_lost, first_lost)),
-            ),
+        chain_lost = and_(
+            w.c.kind == CHAIN,
+            w.c.updated_at_ms < lost_before_ms,
+            or_(retry_lost, next_lost, first_lost),
         )
-        return and_(w.c.status.in_([S.ENQUEUED, S.PENDING]), or_(code, chain))
+        return and_(
+            w.c.status.in_(list(ACTIVE_STATUSES)),
+            or_(self._running_under(self._dead(stale_before_ms)), code_lost, chain_lost),
+        )
 
     def claim_stalled(
         self, stale_before_ms: int, lost_before_ms: int, limit: int, error: Any
-    ) -> list[tuple[WorkflowRecord, str]]:
+    ) -> list[tuple[WorkflowRecord, RecoveryAction]]:
         """Lock up to ``limit`` stalled workflows (skipping rows others hold) and move each on.
 
-        Under its limit a workflow becomes ENQUEUED with one more recovery attempt (a chain's
-        running step is released); over it, it ends MAX_RECOVERY_ATTEMPTS_EXCEEDED with
-        ``error(record)`` as its error. Returns each row as it was, with what was done.
+        Under its limit a workflow becomes ENQUEUED (a chain's step held by a gone executor
+        is released); over it, it ends MAX_RECOVERY_ATTEMPTS_EXCEEDED with ``error(record)``
+        as its error. Returns each row as it was, with what was done.
         """
         stmt = (
             select(workflows)
@@ -90,102 +118,155 @@ class RecoveryQueries(StoreBase):
             .limit(limit)
             .with_for_update(skip_locked=True, of=workflows)
         )
+        gone = self._dead(stale_before_ms)
 
-        def run(conn: Connection) -> list[tuple[WorkflowRecord, str]]:
+        def run(conn: Connection) -> list[tuple[WorkflowRecord, RecoveryAction]]:
             found = [WorkflowRecord(**r) for r in conn.execute(stmt).mappings()]
-            return [(r, self._move_on(conn, r, error, stale_before_ms)) for r in found]
+            return [(r, self._recover_or_dead_letter(conn, r, error, gone)) for r in found]
 
         return self._write("claim_stalled", run)
 
-    def recover_workflow(self, workflow_id: str, error: Any) -> tuple[WorkflowRecord, str] | None:
-        """Treat an active workflow as crashed now (its process died under a live worker)."""
+    def recover_lost(
+        self, workflow_id: str, executor_id: str, error: Any
+    ) -> tuple[WorkflowRecord, RecoveryAction] | None:
+        """A pool process of the live worker ``executor_id`` died (lost, or killed at its
+        time limit) while it ran this workflow: treat that run as crashed now.
+
+        Only the run that died is taken: a code workflow still PENDING under this executor,
+        or a chain step still RUNNING under it (a later delivery elsewhere keeps its claim;
+        Celery reports one death more than once, and the second report finds nothing).
+        """
+        gone = _owned_by(executor_id)
         stmt = (
             select(workflows)
-            .where(
-                workflows.c.workflow_id == workflow_id,
-                workflows.c.status.in_([S.ENQUEUED, S.PENDING]),
-            )
-            .with_for_update()
+            .where(workflows.c.workflow_id == workflow_id, self._running_under(gone))
+            .with_for_update(of=workflows)
         )
 
-        def run(conn: Connection) -> tuple[WorkflowRecord, str] | None:
+        def run(conn: Connection) -> tuple[WorkflowRecord, RecoveryAction] | None:
             row = conn.execute(stmt).mappings().first()
             if row is None:
                 return None
             record = WorkflowRecord(**row)
-            return record, self._move_on(conn, record, error, None)
+            return record, self._recover_or_dead_letter(conn, record, error, gone)
 
-        return self._write("recover_workflow", run)
+        return self._write("recover_lost", run)
 
-    def _move_on(
-        self, conn: Connection, record: WorkflowRecord, error: Any, stale_before_ms: int | None
-    ) -> str:
-        """Dead-letter or re-enqueue a locked workflow. A chain step is released only if its
-        executor is gone (``stale_before_ms``), or always when that is None (its process died):
-        a step a live worker claimed since the sweep looked stays leased."""
-        now = now_ms()
+    def _recover_or_dead_letter(
+        self, conn: Connection, record: WorkflowRecord, error: Any, gone: Gone
+    ) -> RecoveryAction:
+        """Dead-letter or re-enqueue a locked workflow. Only a chain step whose executor is
+        ``gone`` is released: a step a live worker claimed since the sweep looked stays
+        leased."""
+        now = self.clock.now_ms()
         limit = record.max_recovery_attempts
         where = workflows.c.workflow_id == record.workflow_id
         # only a crash counts a recovery attempt (its owner died while it ran): re-sending a
         # message that is lost or still queued behind a backlog must not dead-letter it
-        counts = self._crashed(conn, record, stale_before_ms)
+        crashed = select(workflows.c.workflow_id).where(where, self._running_under(gone))
+        counts = conn.execute(crashed).first() is not None
         if counts and limit is not None and record.recovery_attempts + 1 > limit:
             conn.execute(
                 update(workflows)
                 .where(where)
                 .values(
-                    status=S.MAX_RECOVERY_ATTEMPTS_EXCEEDED,
+                    status=WorkflowState.MAX_RECOVERY_ATTEMPTS_EXCEEDED,
                     error=error(record),
                     executor_id=None,
                     updated_at_ms=now,
                     completed_at_ms=now,
                 )
             )
-            return DEAD_LETTERED
+            return RecoveryAction.DEAD_LETTERED
         conn.execute(
             update(workflows)
             .where(where)
             .values(
-                status=S.ENQUEUED,
+                status=WorkflowState.ENQUEUED,
                 executor_id=None,
                 recovery_attempts=workflows.c.recovery_attempts + int(counts),
                 wake_at_ms=None,
                 updated_at_ms=now,
             )
         )
-        if record.kind == "chain":
-            release = update(steps).where(
-                steps.c.workflow_id == record.workflow_id, steps.c.status == "RUNNING"
-            )
-            if stale_before_ms is not None:
-                release = release.where(
-                    or_(
-                        steps.c.executor_id.is_(None),
-                        steps.c.executor_id.not_in(self._live(stale_before_ms)),
-                    )
+        if record.kind == CHAIN:
+            conn.execute(
+                update(steps)
+                .where(
+                    steps.c.workflow_id == record.workflow_id,
+                    steps.c.status == StepState.RUNNING,
+                    gone(steps.c.executor_id),
                 )
-            conn.execute(release.values(status="PENDING", executor_id=None, lease_id=None))
-        return RECOVERED
+                .values(status=StepState.PENDING, executor_id=None, lease_id=None)
+            )
+        return RecoveryAction.RECOVERED
 
-    def _crashed(self, conn: Connection, record: WorkflowRecord, stale: int | None) -> bool:
-        """Was it running under an owner that is gone? (None: its process died just now.)"""
-        if stale is None:
-            return True
-        if record.kind != "chain":
-            return record.status == S.PENDING
-        dead_step = select(steps.c.step_id).where(
+    def resume_workflow(
+        self, workflow_id: str, stale_before_ms: int
+    ) -> tuple[WorkflowRecord, ResumeOutcome] | None:
+        """Re-enqueue a workflow from its first incomplete step, unless it finished or a
+        live executor still runs it (or, for a chain, one of its steps).
+
+        Counts one recovery attempt; a cancelled or dead-lettered workflow starts its count
+        anew, without its deadline. A chain's running or retrying step is put back to
+        PENDING. Returns the row as it was and what was done; None for an unknown id.
+        """
+        stmt = select(workflows).where(workflows.c.workflow_id == workflow_id).with_for_update()
+
+        def run(conn: Connection) -> tuple[WorkflowRecord, ResumeOutcome] | None:
+            row = conn.execute(stmt).mappings().first()
+            if row is None:
+                return None
+            record = WorkflowRecord(**row)
+            if record.status in FINISHED_STATUSES:
+                return record, ResumeOutcome.FINISHED
+            if self._owner_live(conn, record, stale_before_ms):
+                return record, ResumeOutcome.RUNNING
+            values: dict[str, Any] = {"recovery_attempts": workflows.c.recovery_attempts + 1}
+            if record.status not in ACTIVE_STATUSES:  # an operator's fresh start
+                values = {"recovery_attempts": 1, "deadline_ms": None, "error": None}
+            conn.execute(
+                update(workflows)
+                .where(workflows.c.workflow_id == workflow_id)
+                .values(
+                    status=WorkflowState.ENQUEUED,
+                    executor_id=None,
+                    wake_at_ms=None,
+                    completed_at_ms=None,
+                    updated_at_ms=self.clock.now_ms(),
+                    **values,
+                )
+            )
+            conn.execute(
+                update(steps)
+                .where(steps.c.workflow_id == workflow_id, steps.c.status.in_(_LEASED_OR_DUE))
+                .values(status=StepState.PENDING, executor_id=None, lease_id=None, due_at_ms=None)
+            )
+            return record, ResumeOutcome.RESUMED
+
+        return self._write("resume_workflow", run)
+
+    def _owner_live(self, conn: Connection, record: WorkflowRecord, stale: int) -> bool:
+        """Does a live executor still run it: the workflow (code) or a step (chain)?"""
+        live = self._live(stale)
+        if record.kind != CHAIN:
+            if record.executor_id is None:
+                return False
+            found = live.where(executors.c.executor_id == record.executor_id)
+            return conn.execute(found).first() is not None
+        running = select(steps.c.step_id).where(
             steps.c.workflow_id == record.workflow_id,
-            steps.c.status == "RUNNING",
-            or_(steps.c.executor_id.is_(None), steps.c.executor_id.not_in(self._live(stale))),
+            steps.c.status == StepState.RUNNING,
+            steps.c.executor_id.in_(live),
         )
-        return conn.execute(dead_step.limit(1)).first() is not None
+        return conn.execute(running.limit(1)).first() is not None
 
     def cancel_expired(self, now: int, limit: int, error: Any) -> list[str]:
         """End active workflows whose deadline passed as CANCELLED."""
         stmt = (
             select(workflows.c.workflow_id)
             .where(
-                workflows.c.status.in_([S.ENQUEUED, S.PENDING]),
+                workflows.c.status.in_([WorkflowState.ENQUEUED, WorkflowState.PENDING]),
                 workflows.c.deadline_ms.is_not(None),
                 workflows.c.deadline_ms < now,
             )
@@ -200,9 +281,10 @@ class RecoveryQueries(StoreBase):
                     update(workflows)
                     .where(workflows.c.workflow_id == wid)
                     .values(
-                        status=S.CANCELLED,
+                        # the owner is kept: a run inside a step body gives it up at its
+                        # next checkpoint, and resume_workflow waits for that
+                        status=WorkflowState.CANCELLED,
                         error=error(wid),
-                        executor_id=None,
                         updated_at_ms=now,
                         completed_at_ms=now,
                     )

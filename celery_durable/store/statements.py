@@ -11,10 +11,9 @@ from typing import Any
 from sqlalchemy import and_, bindparam, exists, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..types import WorkflowStatusString
+from ..types import ExecutorState, WorkflowState
 from .tables import executors, steps, workflows
 
-S = WorkflowStatusString
 STEP_COLUMNS = [c.name for c in steps.c]
 
 
@@ -38,29 +37,32 @@ def one_of(column: Any, *values: str) -> Any:
 
 def _claim_workflow() -> Any:
     live = select(executors.c.executor_id).where(
-        executors.c.last_heartbeat_ms >= bindparam("stale"), executors.c.status == "RUNNING"
+        executors.c.last_heartbeat_ms >= bindparam("stale"),
+        executors.c.status == ExecutorState.RUNNING,
     )
     return (
         update(workflows)
         .where(
             workflows.c.workflow_id == bindparam("wid"),
+            # a message runs only as the workflow it names (see integration/tasks.py)
+            workflows.c.name == bindparam("name"),
             or_(
                 # an early duplicate of a scheduled retry waits for its own message
                 and_(
-                    workflows.c.status == S.ENQUEUED,
+                    workflows.c.status == WorkflowState.ENQUEUED,
                     or_(
                         workflows.c.wake_at_ms.is_(None),
                         workflows.c.wake_at_ms <= bindparam("soon"),
                     ),
                 ),
                 and_(
-                    workflows.c.status == S.PENDING,
+                    workflows.c.status == WorkflowState.PENDING,
                     or_(workflows.c.executor_id.is_(None), workflows.c.executor_id.not_in(live)),
                 ),
             ),
         )
         .values(
-            status=S.PENDING,
+            status=WorkflowState.PENDING,
             executor_id=bindparam("executor"),
             run_count=workflows.c.run_count + 1,
             started_at_ms=func.coalesce(workflows.c.started_at_ms, bindparam("now")),
@@ -72,7 +74,10 @@ def _claim_workflow() -> Any:
 
 
 def _finish_workflow(owned: bool) -> Any:
-    cond = [workflows.c.workflow_id == bindparam("wid"), workflows.c.status == S.PENDING]
+    cond = [
+        workflows.c.workflow_id == bindparam("wid"),
+        workflows.c.status == WorkflowState.PENDING,
+    ]
     if owned:
         cond.append(workflows.c.executor_id == bindparam("executor"))
     return update(workflows).where(*cond).values(**ended_values())
@@ -81,7 +86,8 @@ def _finish_workflow(owned: bool) -> Any:
 def _step_checkpoint(dialect: Any) -> Any:
     """INSERT of a step checkpoint, only while its workflow runs (PENDING), first one wins."""
     running = exists().where(
-        workflows.c.workflow_id == bindparam("workflow_id"), workflows.c.status == S.PENDING
+        workflows.c.workflow_id == bindparam("workflow_id"),
+        workflows.c.status == WorkflowState.PENDING,
     )
     row = select(*[bindparam(n, type_=steps.c[n].type).label(n) for n in STEP_COLUMNS]).where(
         running

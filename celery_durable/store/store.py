@@ -5,20 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, case, delete, select, update
 from sqlalchemy.orm import Session
 
 from ..types import (
+    TERMINAL_STATUSES,
     ExecutorRecord,
+    ExecutorState,
     StepRecord,
+    StepState,
+    WorkflowKind,
     WorkflowRecord,
-    WorkflowStatusString,
-    now_ms,
+    WorkflowState,
 )
 from .base import StoreBase
 from .chains import HOT_STATEMENTS as CHAIN_HOT_STATEMENTS
 from .chains import ChainQueries
 from .engine import is_serialization_failure, is_transient, with_retries
+from .migrate import upgrade
 from .recovery import RecoveryQueries
 from .statements import (
     CLAIM_WORKFLOW,
@@ -30,7 +34,6 @@ from .statements import (
 from .tables import executors, step_errors, steps, workflows
 
 T = TypeVar("T")
-S = WorkflowStatusString
 
 
 class _AlreadyRecorded(Exception):
@@ -40,9 +43,17 @@ class _AlreadyRecorded(Exception):
 class Store(RecoveryQueries, ChainQueries, StoreBase):
     """Narrow data access for the runtime; knows nothing of Celery."""
 
-    def warm_hot_path(self) -> None:
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.hot.register(*hot_statements(self.dialect), *CHAIN_HOT_STATEMENTS)
+
+    def migrate(self, revision: str = "head") -> str | None:
+        """Create or upgrade the schema (Alembic, under a lock on Postgres)."""
+        return upgrade(self.engine, revision)
+
+    def prepare(self) -> None:
         """Compile every hot-path statement now (a worker, before it forks its pool)."""
-        self.hot.warm([*hot_statements(self.dialect), *CHAIN_HOT_STATEMENTS])
+        self.hot.warm()
 
     # workflows ----------------------------------------------------------
     def insert_workflow(self, record: WorkflowRecord) -> bool:
@@ -60,16 +71,17 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
         return self._read("get_workflow", run)
 
     def claim_workflow(
-        self, workflow_id: str, executor_id: str, stale_before_ms: int
+        self, workflow_id: str, name: str, executor_id: str, stale_before_ms: int
     ) -> WorkflowRecord | None:
         """Make ``executor_id`` the owner when the workflow is ENQUEUED or its owner is gone.
 
-        Returns the updated row, or None when someone live owns it, it has ended, or it is
-        waiting out a scheduled retry.
+        Returns the updated row, or None when someone live owns it, it has ended, it is
+        waiting out a scheduled retry, or it was recorded under another ``name``.
         """
-        now = now_ms()
+        now = self.clock.now_ms()
         params = {
             "wid": workflow_id,
+            "name": name,
             "executor": executor_id,
             "stale": stale_before_ms,
             "now": now,
@@ -94,7 +106,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
             "status": status,
             "output": output,
             "error": error,
-            "now": now_ms(),
+            "now": self.clock.now_ms(),
         }
         stmt = FINISH_ANY if executor_id is None else FINISH_OWNED
         return self._hot("finish_workflow", stmt, params).rowcount == 1
@@ -107,21 +119,49 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
         only_from: Sequence[str] | None = None,
         error: str | None = None,
         executor_id: str | None = None,
+        keep_owner: bool = False,
     ) -> bool:
-        """Set a status (optionally only from given statuses); clears the owner."""
-        now = now_ms()
+        """Set a status (optionally only from given statuses); clears the owner unless
+        ``keep_owner`` (a cancelled run may still be inside a step: see release_workflow)."""
+        now = self.clock.now_ms()
         cond = [workflows.c.workflow_id == workflow_id]
         if only_from is not None:
             cond.append(workflows.c.status.in_(list(only_from)))
         if executor_id is not None:
             cond.append(workflows.c.executor_id == executor_id)
-        values: dict[str, Any] = {"status": status, "executor_id": None, "updated_at_ms": now}
+        values: dict[str, Any] = {"status": status, "updated_at_ms": now}
+        if not keep_owner:
+            values["executor_id"] = None
         if error is not None:
             values["error"] = error
-        if status in (S.ERROR, S.CANCELLED, S.SUCCESS, S.MAX_RECOVERY_ATTEMPTS_EXCEEDED):
+        if status in TERMINAL_STATUSES:
             values["completed_at_ms"] = now
         stmt = update(workflows).where(*cond).values(**values)
-        return self._write1("set_status", lambda c: c.execute(stmt).rowcount == 1)
+        return self._autocommit("set_status", lambda c: c.execute(stmt).rowcount == 1)
+
+    def release_workflow(self, workflow_id: str, executor_id: str, run: int) -> bool:
+        """A run ends without finishing its workflow (interrupted, cancelled, superseded):
+        give up ownership. Still PENDING, it becomes ENQUEUED, so a direct re-call or the
+        sweep takes it over; an ended one keeps its status."""
+        stmt = (
+            update(workflows)
+            .where(
+                workflows.c.workflow_id == workflow_id,
+                workflows.c.executor_id == executor_id,
+                # a worker's pool processes share its executor id: the run number tells
+                # this run from a later claim of the same workflow on the same worker
+                workflows.c.run_count == run,
+            )
+            .values(
+                executor_id=None,
+                status=case(
+                    (workflows.c.status == WorkflowState.PENDING, WorkflowState.ENQUEUED),
+                    else_=workflows.c.status,
+                ),
+                updated_at_ms=self.clock.now_ms(),
+            )
+        )
+        return self._autocommit("release_workflow", lambda c: c.execute(stmt).rowcount == 1)
 
     def suspend_workflow(self, workflow_id: str, executor_id: str, wake_at_ms: int) -> bool:
         """Give up ownership until ``wake_at_ms`` (a long retry wait); the row says when."""
@@ -129,37 +169,17 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
             update(workflows)
             .where(
                 workflows.c.workflow_id == workflow_id,
-                workflows.c.status == S.PENDING,
+                workflows.c.status == WorkflowState.PENDING,
                 workflows.c.executor_id == executor_id,
             )
             .values(
-                status=S.ENQUEUED, executor_id=None, wake_at_ms=wake_at_ms, updated_at_ms=now_ms()
-            )
-        )
-        return self._write1("suspend_workflow", lambda c: c.execute(stmt).rowcount == 1)
-
-    def reenqueue_workflow(self, workflow_id: str, *, reset_attempts: bool = False) -> bool:
-        """Mark an unfinished (or, with reset, dead-lettered/cancelled) workflow ENQUEUED again.
-
-        Each re-enqueue counts one recovery attempt; ``reset_attempts`` starts the count anew.
-        """
-        allowed = [S.ENQUEUED, S.PENDING]
-        if reset_attempts:
-            allowed += [S.CANCELLED, S.MAX_RECOVERY_ATTEMPTS_EXCEEDED]
-        attempts = 1 if reset_attempts else workflows.c.recovery_attempts + 1
-        stmt = (
-            update(workflows)
-            .where(workflows.c.workflow_id == workflow_id, workflows.c.status.in_(allowed))
-            .values(
-                status=S.ENQUEUED,
+                status=WorkflowState.ENQUEUED,
                 executor_id=None,
-                recovery_attempts=attempts,
-                wake_at_ms=None,
-                completed_at_ms=None,
-                updated_at_ms=now_ms(),
+                wake_at_ms=wake_at_ms,
+                updated_at_ms=self.clock.now_ms(),
             )
         )
-        return self._write1("reenqueue_workflow", lambda c: c.execute(stmt).rowcount == 1)
+        return self._autocommit("suspend_workflow", lambda c: c.execute(stmt).rowcount == 1)
 
     def delete_workflow(self, workflow_id: str) -> None:
         """Remove a workflow and its steps (used when its first publish failed)."""
@@ -184,14 +204,14 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
                 .mappings()
                 .one()
             )
-            now = now_ms()
-            chain = src["kind"] == "chain"
+            now = self.clock.now_ms()
+            chain = src["kind"] == WorkflowKind.CHAIN
             conn.execute(
                 workflows.insert().values(
                     {
                         **src,
                         "workflow_id": new_id,
-                        "status": S.ENQUEUED,
+                        "status": WorkflowState.ENQUEUED,
                         "output": None,
                         "error": None,
                         "executor_id": None,
@@ -213,8 +233,9 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
                     if not chain:
                         continue
                     values.update(
-                        status="PENDING", output=None, error=None, attempts=0, due_at_ms=None,
-                        started_at_ms=None, completed_at_ms=None, task_id=str(uuid.uuid4()),
+                        status=StepState.PENDING, output=None, error=None, attempts=0,
+                        due_at_ms=None, started_at_ms=None, completed_at_ms=None,
+                        task_id=str(uuid.uuid4()),
                     )  # fmt: skip
                 conn.execute(steps.insert().values(values))
 
@@ -275,7 +296,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
                         workflow_id=workflow_id,
                         step_id=step_id,
                         name=names[step_id],
-                        status="RETRYING",
+                        status=StepState.RETRYING,
                         attempts=len(errs),
                         attempt_errors=tuple(errs),
                     )
@@ -291,7 +312,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
     def record_step_error(
         self, workflow_id: str, step_id: int, attempt: int, name: str, error: str
     ) -> None:
-        self._write1(
+        self._autocommit(
             "record_step_error",
             lambda c: self.insert_attempt_error(c, workflow_id, step_id, attempt, name, error),
         )
@@ -341,16 +362,19 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
         stmt = self._insert(executors).values(**values)
         stmt = stmt.on_conflict_do_update(
             index_elements=["executor_id"],
-            set_={"last_heartbeat_ms": values["last_heartbeat_ms"], "status": "RUNNING"},
+            set_={
+                "last_heartbeat_ms": values["last_heartbeat_ms"],
+                "status": ExecutorState.RUNNING,
+            },
         )
-        self._write1("register_executor", lambda c: c.execute(stmt))
+        self._autocommit("register_executor", lambda c: c.execute(stmt))
 
     def heartbeat(self, executor_id: str) -> None:
         """One attempt, no retry: the caller beats again on its next tick."""
         stmt = (
             update(executors)
             .where(executors.c.executor_id == executor_id)
-            .values(last_heartbeat_ms=now_ms())
+            .values(last_heartbeat_ms=self.clock.now_ms())
         )
         with self.engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(stmt)
@@ -362,10 +386,10 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
             conn.execute(
                 update(executors)
                 .where(executors.c.executor_id == executor_id)
-                .values(status="STOPPED", last_heartbeat_ms=now_ms())
+                .values(status=ExecutorState.STOPPED, last_heartbeat_ms=self.clock.now_ms())
             )
 
-        self._write1("stop_executor", run)
+        self._autocommit("stop_executor", run)
 
     def get_executor(self, executor_id: str) -> ExecutorRecord | None:
         stmt = select(executors).where(executors.c.executor_id == executor_id)

@@ -15,16 +15,18 @@ from sqlalchemy import (
     text,
 )
 
+from ..types import ExecutorState, WorkflowKind
+
 metadata = MetaData()
 
-ACTIVE_WHERE = text("status IN ('ENQUEUED', 'PENDING')")
+ACTIVE_WHERE = text("status IN ('ENQUEUED', 'PENDING')")  # ACTIVE_STATUSES, as SQL text
 
 workflows = Table(
     "durable_workflows",
     metadata,
     Column("workflow_id", String(255), primary_key=True),
     Column("name", String(255), nullable=False),
-    Column("kind", String(16), nullable=False, server_default="workflow"),
+    Column("kind", String(16), nullable=False, server_default=WorkflowKind.WORKFLOW.value),
     Column("status", String(40), nullable=False),
     Column("inputs", Text),
     Column("output", Text),
@@ -94,5 +96,5 @@ executors = Table(
     Column("pid", Integer, nullable=False),
     Column("started_at_ms", BigInteger, nullable=False),
     Column("last_heartbeat_ms", BigInteger, nullable=False),
-    Column("status", String(16), nullable=False, server_default="RUNNING"),
+    Column("status", String(16), nullable=False, server_default=ExecutorState.RUNNING.value),
 )

@@ -50,5 +50,8 @@ else:
     app.conf.broker_url = "filesystem://localhost//"
     app.conf.broker_transport_options = filesystem_broker_options(BROKER_DIR)
 app.conf.durable_database_url = os.environ.get("DURABLE_DATABASE_URL") or None
+# a worker that stops beating for 6 s counts as gone: its workflows may then be taken over
+app.conf.durable_executor_timeout = 6.0
+app.conf.durable_heartbeat_interval = 1.0
 
 durable = Durable(app)

@@ -12,7 +12,7 @@ from celery_durable import WorkflowStatusString as S
 from celery_durable.integration.chains import durable_headers, publish_open_step
 from tests.apps import chains
 from tests.apps.chains import durable, effects
-from tests.conftest import wait_for
+from tests.conftest import resume_after_crash, wait_for
 
 APP = "tests.apps.chains"
 RESULT_TIMEOUT = 30
@@ -50,15 +50,15 @@ def test_worker_killed_during_step3_resumes_from_step3(worker: Any, flags: Path)
     assert statuses[3:] == ["PENDING", "PENDING"]
 
     worker(APP)
-    handle = durable.resume_workflow(wid)
-    result = handle.get_result(timeout=RESULT_TIMEOUT)
+    resume_after_crash(durable, wid)
+    result = durable.retrieve_workflow(wid).get_result(timeout=RESULT_TIMEOUT)
 
     assert result == five_steps(7).start().get_result(timeout=RESULT_TIMEOUT)
     counts = effects(wid)
     assert counts["s3"] in (1, 2)  # in flight when the worker died: at least once, at most twice
     assert {k: v for k, v in counts.items() if k != "s3"} == {"s1": 1, "s2": 1, "s4": 1, "s5": 1}
     assert step_statuses(wid) == ["SUCCESS"] * 5
-    status = handle.get_status()
+    status = durable.retrieve_workflow(wid).get_status()
     assert status.status == S.SUCCESS
     assert status.recovery_attempts == 1
 
@@ -135,7 +135,8 @@ def test_plain_celery_chain_is_durable(worker: Any, flags: Path) -> None:
     wid = killed_while(first, flags, "crash_in_s2", lambda: plain_three(5).parent.parent.id)
     assert effects(wid) == {"s1": 1, "s2": 1}
     worker(APP)
-    assert durable.resume_workflow(wid).get_result(timeout=RESULT_TIMEOUT) == expected
+    resume_after_crash(durable, wid)
+    assert durable.retrieve_workflow(wid).get_result(timeout=RESULT_TIMEOUT) == expected
     counts = effects(wid)
     assert counts["s2"] in (1, 2)
     assert (counts["s1"], counts["s3"]) == (1, 1)

@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from celery_durable import WorkflowStatusString as S
 from tests.apps import shop
+from tests.conftest import resume_after_crash
 
 
 def effects(workflow_id: str) -> Counter[str]:
@@ -38,7 +39,7 @@ def test_crash_after_charge_then_resume_runs_only_confirmation(worker: Any, flag
     ]
 
     worker("tests.apps.shop", concurrency=1)
-    shop.durable.resume_workflow(handle.workflow_id)
+    resume_after_crash(shop.durable, handle.workflow_id)
     result = handle.get_result(timeout=60)
 
     assert result == {"order": order, "tx": f"tx-{order}-10.00", "mail": f"mail-{order}"}

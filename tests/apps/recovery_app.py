@@ -82,3 +82,65 @@ def effect_counts(workflow_ids: Sequence[str]) -> dict[str, Counter[str]]:
         for wid, step in conn.execute(stmt, {"ids": list(workflow_ids)}):
             counts[wid][step] += 1
     return counts
+
+
+# failure modes (tests/recovery/test_failure_modes.py) ---------------------------------
+LONG_SECONDS = 8.0
+
+
+def runs_so_far(step: str) -> int:
+    """How many times ``step`` ran for the current workflow, this run included."""
+    wid = durable.workflow_id or "-"
+    return effect_counts([wid])[wid][step]
+
+
+@durable.step()
+def long_step(values: list[int]) -> list[int]:
+    """Runs for LONG_SECONDS; a second run at the same time would show as two effects."""
+    record_effect(durable, "long")
+    time.sleep(LONG_SECONDS)
+    return [*values, 100]
+
+
+@durable.workflow()
+def long_wf(key: str) -> list[int]:
+    return advance(long_step([]))  # type: ignore[no-any-return]
+
+
+@durable.step(time_limit=2)  # Celery's hard time limit: the pool process is killed at 2 s
+def outlive_once(values: list[int]) -> list[int]:
+    """Outlives its time limit on its first run only."""
+    record_effect(durable, "outlive")
+    if runs_so_far("outlive") == 1:
+        time.sleep(30)
+    return [*values, 200]
+
+
+@durable.workflow(time_limit=2)
+def outlive_wf(key: str) -> list[int]:
+    return outlive_once([])  # type: ignore[no-any-return]
+
+
+@durable.workflow(time_limit=1, max_recovery_attempts=1)
+def always_outlives(key: str) -> None:
+    record_effect(durable, "always")
+    time.sleep(30)
+
+
+@durable.step()
+def remind(key: str) -> str:
+    record_effect(durable, "remind")
+    return key
+
+
+@durable.workflow()
+def nap_then_remind(key: str, seconds: float) -> str:
+    durable.sleep(seconds)
+    return remind(key)  # type: ignore[no-any-return]
+
+
+@durable.step()
+def slow_advance(values: list[int]) -> list[int]:
+    record_effect(durable, "slow")
+    time.sleep(2.0)
+    return [*values, len(values)]

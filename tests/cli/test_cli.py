@@ -28,11 +28,11 @@ from sqlalchemy import create_engine, text, update
 
 from celery_durable import SetWorkflowID
 from celery_durable import WorkflowStatusString as S
+from celery_durable.clock import SYSTEM_CLOCK
 from celery_durable.integration.cli import durable as durable_cli
 from celery_durable.integration.cli import to_jsonable
 from celery_durable.runtime.workflows import StartRequest, record_start
 from celery_durable.store.tables import workflows
-from celery_durable.types import now_ms
 from tests.conftest import PG_ADMIN_URL, ROOT
 from tests.unit.helpers import close, uid
 
@@ -268,7 +268,7 @@ def test_fork_copies_the_first_steps_under_a_new_id(
 
 def test_recover_sweeps_once_and_reports(cli_app: ModuleType) -> None:
     workflow_id = enqueued(cli_app)
-    lost_at = now_ms() - int(cli_app.durable.settings.enqueue_timeout * 1000) - 1000
+    lost_at = SYSTEM_CLOCK.now_ms() - int(cli_app.durable.settings.enqueue_timeout * 1000) - 1000
     with cli_app.durable.store.engine.begin() as conn:  # its message counts as lost by now
         where = workflows.c.workflow_id == workflow_id
         conn.execute(update(workflows).where(where).values(updated_at_ms=lost_at))

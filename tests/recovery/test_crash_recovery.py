@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import text
 
 from celery_durable import WorkflowStatusString as S
+from celery_durable.clock import SYSTEM_CLOCK
 from celery_durable.errors import (
     AwaitedWorkflowMaxRecoveryAttemptsExceeded,
     MaxRecoveryAttemptsExceeded,
 )
 from celery_durable.integration.chains import DURABLE_HEADER
-from celery_durable.types import now_ms
 from tests.apps import recovery_app as ra
 from tests.conftest import WorkerProcess, wait_for
 
@@ -97,11 +97,11 @@ def test_chains_on_a_sigkilled_worker_all_finish_with_beat(
     wait_for(lambda: total_effects(ids) >= 60, timeout=30, interval=0.02)
 
     doomed_executor = executor_of(doomed)
-    killed_ms = now_ms()
+    killed_ms = SYSTEM_CLOCK.now_ms()
     doomed.kill()
     in_flight = running_under(doomed_executor)
     wait_for(lambda: statuses(ids) == {S.SUCCESS: CHAINS}, timeout=60, interval=0.1)
-    all_done_s = (now_ms() - killed_ms) / 1000
+    all_done_s = (SYSTEM_CLOCK.now_ms() - killed_ms) / 1000
 
     assert survivor.alive
     assert [h.get_result(timeout=1) for h in handles] == [[0, 1, 2, 3, 4]] * CHAINS
@@ -169,7 +169,7 @@ def test_warm_shutdown_stops_the_executor_and_its_work_is_recovered_at_once(
     assert w.proc is not None and w.proc.returncode == 0  # a warm shutdown, not a kill
     executor = durable.store.get_executor(executor_id)
     assert executor is not None and executor.status == "STOPPED"
-    swept_ms = now_ms()
+    swept_ms = SYSTEM_CLOCK.now_ms()
     report = durable.recover()
 
     assert wid in report.recovered

@@ -33,7 +33,7 @@ def chain_with_a_late_second_step(workflow_id: str, live: str) -> None:
         for i in range(2)
     ]
     record_chain(runtime, workflow_id, specs, max_recovery_attempts=None)
-    first = store.claim_chain_step(workflow_id, 0, live, runtime.stale_before_ms)
+    first = store.claim_chain_step(workflow_id, 0, ra.advance.name, live, runtime.stale_before_ms)
     assert first is not None and first.lease_id
     output = runtime.serializer.dumps([0])
     assert store.finish_chain_step(workflow_id, 0, first.lease_id, output, 1, last=False)
@@ -61,7 +61,9 @@ def claim_during_sweep() -> Iterator[dict[str, Any]]:
         if target[0] not in str(parameters):
             return
         del armed["target"]
-        armed["claimed"] = store.claim_chain_step(target[0], 1, target[1], runtime.stale_before_ms)
+        armed["claimed"] = store.claim_chain_step(
+            target[0], 1, ra.advance.name, target[1], runtime.stale_before_ms
+        )
 
     event.listen(store.engine, "before_cursor_execute", before)
     yield armed
@@ -87,5 +89,8 @@ def test_sweep_keeps_a_lease_taken_by_a_live_worker_meanwhile(
     # the live worker still holds step 1; the re-published delivery must back off
     assert (step.status, step.executor_id, step.lease_id) == ("RUNNING", live, claimed.lease_id)
     assert (
-        store.claim_chain_step(wid, 1, f"{stalled.prefix}-other", runtime.stale_before_ms) is None
+        store.claim_chain_step(
+            wid, 1, ra.advance.name, f"{stalled.prefix}-other", runtime.stale_before_ms
+        )
+        is None
     )

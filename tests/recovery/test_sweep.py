@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from celery_durable import SetWorkflowTimeout
 from celery_durable import WorkflowStatusString as S
+from celery_durable.clock import SYSTEM_CLOCK
 from celery_durable.errors import (
     AwaitedWorkflowCancelled,
     AwaitedWorkflowMaxRecoveryAttemptsExceeded,
@@ -26,7 +27,6 @@ from celery_durable.errors import (
 )
 from celery_durable.integration.signals import workflow_dead_lettered, workflow_recovered
 from celery_durable.runtime.recovery import RecoveryReport
-from celery_durable.types import now_ms
 from tests.apps import recovery_app as ra
 from tests.conftest import ROOT
 
@@ -134,7 +134,7 @@ def timed_sweep(stalled: Stalled, rounds: int = 3) -> float:
 
 
 def insert_finished(stalled: Stalled, count: int) -> None:
-    now = now_ms()
+    now = SYSTEM_CLOCK.now_ms()
     with durable.store.engine.begin() as conn:
         conn.execute(
             text(

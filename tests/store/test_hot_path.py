@@ -1,4 +1,4 @@
-"""The store's hot path: compiled statements on per-thread driver connections."""
+"""The store's hot path: registered statements, compiled once, on driver connections it keeps."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import Float, bindparam, select, text, update
 
 from celery_durable.errors import DatabaseUnavailableError
 from celery_durable.store import Store, normalize_url, upgrade
@@ -17,9 +17,9 @@ from celery_durable.types import WorkflowStatusString as S
 from tests.store.test_store import step, uid, workflow
 
 
-def backend_pid(store: Store, relaxed: bool = False) -> int:
+def backend_pid(store: Store, async_commit: bool = False) -> int:
     """The server process of the connection the next statement would use."""
-    with store.hot.checkout(relaxed) as fairy:
+    with store.hot.checkout(async_commit) as fairy:
         pid: int = fairy.dbapi_connection.info.backend_pid
     return pid
 
@@ -51,9 +51,14 @@ def test_connections_are_reused_and_opened_only_for_concurrent_statements(
     seen: list[int] = []
 
     def hold_a_transaction() -> None:  # keeps one connection busy in another thread
+        stmt = (
+            workflows.update()
+            .where(workflows.c.workflow_id == wf.workflow_id)
+            .values(updated_at_ms=1)
+        )
+        pg_store.hot.register(stmt)
         with pg_store.hot.transaction() as tx:
-            stmt = workflows.update().where(workflows.c.workflow_id == wf.workflow_id)
-            tx.execute(stmt.values(updated_at_ms=1), {})
+            tx.execute(stmt, {})
             seen.append(backend_pid(pg_store))  # the other one is taken: a second opens
             held.set()
             release.wait(10)
@@ -93,16 +98,16 @@ def test_a_killed_connection_is_replaced_and_the_write_lands(pg_store: Store) ->
 
 
 def test_leases_commit_asynchronously_and_checkpoints_do_not(pg_store: Store) -> None:
-    def setting(relaxed: bool) -> str:
-        with pg_store.hot.checkout(relaxed) as fairy:
+    def setting(async_commit: bool) -> str:
+        with pg_store.hot.checkout(async_commit) as fairy:
             cursor = fairy.dbapi_connection.cursor()
             cursor.execute("SHOW synchronous_commit")
             value: str = cursor.fetchone()[0]
         return value
 
-    assert setting(relaxed=True) == "off"
-    assert setting(relaxed=False) == "on"
-    assert backend_pid(pg_store, relaxed=True) != backend_pid(pg_store)
+    assert setting(async_commit=True) == "off"
+    assert setting(async_commit=False) == "on"
+    assert backend_pid(pg_store, async_commit=True) != backend_pid(pg_store)
 
 
 def test_a_failed_transaction_rolls_back_and_the_connection_stays_usable(store: Store) -> None:
@@ -110,6 +115,7 @@ def test_a_failed_transaction_rolls_back_and_the_connection_stays_usable(store: 
     stmt = (
         workflows.update().where(workflows.c.workflow_id == wf.workflow_id).values(status=S.SUCCESS)
     )
+    store.hot.register(stmt)
     with pytest.raises(RuntimeError), store.hot.transaction() as tx:
         assert tx.execute(stmt, {}).rowcount == 1
         raise RuntimeError("boom")
@@ -148,12 +154,13 @@ def test_database_down_raises_a_clear_error() -> None:
 
 
 def test_every_hot_statement_compiles_up_front_on_both_backends(store: Store) -> None:
-    store.warm_hot_path()  # what a worker does before forking its pool
-    assert len(store.hot._compiled) == 10
-    compiled_before = dict(store.hot._compiled)
+    store.prepare()  # what a worker does before forking its pool
+    compiled_before = dict(store.hot._registered)
+    assert len(compiled_before) == 10
+    assert all(compiled is not None for _, compiled in compiled_before.values())
     wf = workflow(store, status=S.PENDING)
     assert store.record_step(step(wf.workflow_id, 0))
-    assert store.hot._compiled == compiled_before  # nothing compiled on use
+    assert store.hot._registered == compiled_before  # nothing compiled on use
 
 
 class _Interrupts:
@@ -176,3 +183,34 @@ def test_a_statement_interrupted_midway_gives_up_its_connection(tmp_path: Path) 
         assert after is not before
     assert store.record_step(step(wf.workflow_id, 0))
     store.dispose()
+
+
+def test_throwaway_statements_never_run_another_statements_sql(store: Store) -> None:
+    """Compiled SQL is found by the statement object itself, held by the hot path: a
+    statement built and dropped in a loop is refused (unregistered) or runs its own SQL,
+    never the SQL of another statement that happened to have the same ``id``."""
+    wf = workflow(store)
+    refused = 0
+    for i in range(200):
+        stmt = (
+            update(workflows)
+            .where(workflows.c.workflow_id == bindparam("wid"))
+            .values(name=f"renamed-{i}")
+        )
+        try:
+            store.hot.execute(stmt, {"wid": wf.workflow_id})
+        except ValueError as exc:
+            assert "not registered with the hot path" in str(exc)
+            refused += 1
+        if i % 2:  # registered ones run, each with its own SQL
+            store.hot.register(stmt)
+            assert store.hot.execute(stmt, {"wid": wf.workflow_id}).rowcount == 1
+            renamed = store.get_workflow(wf.workflow_id)
+            assert renamed is not None and renamed.name == f"renamed-{i}"
+    assert refused == 200
+
+
+def test_a_statement_whose_parameters_need_converting_is_refused(store: Store) -> None:
+    stmt = update(workflows).values(updated_at_ms=bindparam("at", type_=Float))
+    with pytest.raises(ValueError, match="only strings, integers and None"):
+        store.hot.register(stmt)

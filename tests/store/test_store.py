@@ -9,17 +9,21 @@ import pytest
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.orm import Session
 
+from celery_durable.clock import SYSTEM_CLOCK
 from celery_durable.store import Store, head_revision, upgrade
 from celery_durable.types import (
     ExecutorRecord,
+    ResumeOutcome,
     StepRecord,
     WorkflowRecord,
     WorkflowStatusString,
-    now_ms,
 )
 
 S = WorkflowStatusString
 ITEMS_DDL = "CREATE TABLE IF NOT EXISTS store_test_items (item_id VARCHAR(64) PRIMARY KEY)"
+
+
+now_ms = SYSTEM_CLOCK.now_ms
 
 
 def uid(prefix: str = "wf") -> str:
@@ -46,7 +50,11 @@ def workflow(store: Store, status: str = S.ENQUEUED, **fields: Any) -> WorkflowR
 def step(
     workflow_id: str, step_id: int, name: str = "tests.store.step", **fields: Any
 ) -> StepRecord:
-    values: dict[str, Any] = {"status": "SUCCESS", "output": '"out"', "completed_at_ms": now_ms()}
+    values: dict[str, Any] = {
+        "status": "SUCCESS",
+        "output": '"out"',
+        "completed_at_ms": now_ms(),
+    }
     return StepRecord(workflow_id, step_id, name, **{**values, **fields})
 
 
@@ -61,6 +69,12 @@ def executor(store: Store, heartbeat_ms: int | None = None) -> str:
 def fresh_cutoff() -> int:
     """A stale_before_ms under which an executor that beat just now counts as live."""
     return now_ms() - 60_000
+
+
+def resumed(store: Store, workflow_id: str) -> ResumeOutcome:
+    found = store.resume_workflow(workflow_id, fresh_cutoff())
+    assert found is not None
+    return found[1]
 
 
 def status_of(store: Store, workflow_id: str) -> str:
@@ -105,20 +119,20 @@ def test_insert_workflow_creates_once(store: Store) -> None:
 def test_enqueued_workflow_is_claimed_once_while_owner_is_live(store: Store) -> None:
     record = workflow(store)
     first, second = executor(store), executor(store)
-    claimed = store.claim_workflow(record.workflow_id, first, fresh_cutoff())
+    claimed = store.claim_workflow(record.workflow_id, record.name, first, fresh_cutoff())
     assert claimed is not None
     assert (claimed.status, claimed.executor_id, claimed.run_count) == (S.PENDING, first, 1)
     assert claimed.started_at_ms is not None
-    assert store.claim_workflow(record.workflow_id, second, fresh_cutoff()) is None
+    assert store.claim_workflow(record.workflow_id, record.name, second, fresh_cutoff()) is None
     assert store.get_workflow(record.workflow_id).executor_id == first  # type: ignore[union-attr]
 
 
 def test_workflow_becomes_claimable_when_owner_heartbeat_is_stale(store: Store) -> None:
     record = workflow(store)
     first, second = executor(store), executor(store)
-    assert store.claim_workflow(record.workflow_id, first, fresh_cutoff()) is not None
+    assert store.claim_workflow(record.workflow_id, record.name, first, fresh_cutoff()) is not None
     stale_cutoff = now_ms() + 60_000  # every heartbeat so far is older than this
-    claimed = store.claim_workflow(record.workflow_id, second, stale_cutoff)
+    claimed = store.claim_workflow(record.workflow_id, record.name, second, stale_cutoff)
     assert claimed is not None
     assert (claimed.executor_id, claimed.run_count) == (second, 2)
 
@@ -126,23 +140,26 @@ def test_workflow_becomes_claimable_when_owner_heartbeat_is_stale(store: Store) 
 def test_workflow_becomes_claimable_when_owner_stopped(store: Store) -> None:
     record = workflow(store)
     first, second = executor(store), executor(store)
-    assert store.claim_workflow(record.workflow_id, first, fresh_cutoff()) is not None
+    assert store.claim_workflow(record.workflow_id, record.name, first, fresh_cutoff()) is not None
     store.stop_executor(first)
     assert store.get_executor(first).status == "STOPPED"  # type: ignore[union-attr]
-    claimed = store.claim_workflow(record.workflow_id, second, fresh_cutoff())
+    claimed = store.claim_workflow(record.workflow_id, record.name, second, fresh_cutoff())
     assert claimed is not None and claimed.executor_id == second
 
 
 @pytest.mark.parametrize("status", [S.SUCCESS, S.ERROR, S.CANCELLED])
 def test_ended_workflow_is_never_claimed(store: Store, status: str) -> None:
     record = workflow(store, status=status)
-    assert store.claim_workflow(record.workflow_id, executor(store), now_ms() + 60_000) is None
+    assert (
+        store.claim_workflow(record.workflow_id, record.name, executor(store), now_ms() + 60_000)
+        is None
+    )
 
 
 def test_finish_workflow_only_by_its_owner(store: Store) -> None:
     record = workflow(store)
     owner, other = executor(store), executor(store)
-    store.claim_workflow(record.workflow_id, owner, fresh_cutoff())
+    store.claim_workflow(record.workflow_id, record.name, owner, fresh_cutoff())
     assert not store.finish_workflow(record.workflow_id, other, S.SUCCESS, output='"x"')
     assert status_of(store, record.workflow_id) == S.PENDING
     assert store.finish_workflow(record.workflow_id, owner, S.SUCCESS, output='"done"')
@@ -154,29 +171,65 @@ def test_finish_workflow_only_by_its_owner(store: Store) -> None:
     assert status_of(store, record.workflow_id) == S.SUCCESS
 
 
-def test_reenqueue_counts_recovery_attempts_and_reset_starts_anew(store: Store) -> None:
+def test_resume_counts_recovery_attempts_and_reset_starts_anew(store: Store) -> None:
     record = workflow(store)
-    store.claim_workflow(record.workflow_id, executor(store), fresh_cutoff())
-    assert store.reenqueue_workflow(record.workflow_id)
-    assert store.reenqueue_workflow(record.workflow_id)
+    gone = executor(store, heartbeat_ms=now_ms() - 120_000)
+    store.claim_workflow(record.workflow_id, record.name, gone, fresh_cutoff() - 120_000)
+    assert resumed(store, record.workflow_id) == ResumeOutcome.RESUMED  # its owner is gone
+    assert resumed(store, record.workflow_id) == ResumeOutcome.RESUMED  # ENQUEUED: sent again
     again = store.get_workflow(record.workflow_id)
     assert again is not None
     assert (again.status, again.executor_id, again.recovery_attempts) == (S.ENQUEUED, None, 2)
 
-    assert store.set_status(record.workflow_id, S.CANCELLED, only_from=[S.ENQUEUED])
-    assert not store.reenqueue_workflow(record.workflow_id)
-    assert status_of(store, record.workflow_id) == S.CANCELLED
-    assert store.reenqueue_workflow(record.workflow_id, reset_attempts=True)
+    assert store.set_status(record.workflow_id, S.CANCELLED, only_from=[S.ENQUEUED], error="{}")
+    assert resumed(store, record.workflow_id) == ResumeOutcome.RESUMED
     reset = store.get_workflow(record.workflow_id)
     assert reset is not None
     assert (reset.status, reset.recovery_attempts, reset.completed_at_ms) == (S.ENQUEUED, 1, None)
+    assert reset.error is None
 
 
-def test_reenqueue_leaves_finished_workflows_alone(store: Store) -> None:
+def test_resume_leaves_a_workflow_its_live_owner_runs_alone(store: Store) -> None:
+    record = workflow(store)
+    owner = executor(store)
+    store.claim_workflow(record.workflow_id, record.name, owner, fresh_cutoff())
+    assert resumed(store, record.workflow_id) == ResumeOutcome.RUNNING
+    assert store.set_status(record.workflow_id, S.CANCELLED, keep_owner=True)
+    assert resumed(store, record.workflow_id) == ResumeOutcome.RUNNING  # still in a step body
+    stored = store.get_workflow(record.workflow_id)
+    assert stored is not None
+    assert (stored.status, stored.executor_id, stored.recovery_attempts) == (
+        S.CANCELLED,
+        owner,
+        0,
+    )
+    assert store.release_workflow(record.workflow_id, owner, stored.run_count)
+    assert resumed(store, record.workflow_id) == ResumeOutcome.RESUMED
+
+
+def test_resume_leaves_finished_workflows_alone(store: Store) -> None:
     record = workflow(store, status=S.SUCCESS)
-    assert not store.reenqueue_workflow(record.workflow_id)
-    assert not store.reenqueue_workflow(record.workflow_id, reset_attempts=True)
+    assert resumed(store, record.workflow_id) == ResumeOutcome.FINISHED
     assert status_of(store, record.workflow_id) == S.SUCCESS
+    assert store.resume_workflow(uid("missing"), fresh_cutoff()) is None
+
+
+def test_a_released_run_is_enqueued_again_only_by_its_own_run(store: Store) -> None:
+    record = workflow(store)
+    owner = executor(store)
+    claimed = store.claim_workflow(record.workflow_id, record.name, owner, fresh_cutoff())
+    assert claimed is not None
+    assert not store.release_workflow(record.workflow_id, owner, claimed.run_count - 1)
+    assert store.release_workflow(record.workflow_id, owner, claimed.run_count)
+    released = store.get_workflow(record.workflow_id)
+    assert released is not None
+    assert (released.status, released.executor_id) == (S.ENQUEUED, None)
+
+
+def test_a_message_claims_only_the_workflow_it_names(store: Store) -> None:
+    record = workflow(store)
+    assert store.claim_workflow(record.workflow_id, "other.task", executor(store), 0) is None
+    assert status_of(store, record.workflow_id) == S.ENQUEUED
 
 
 def test_list_workflows_filters_and_orders_newest_first(store: Store) -> None:

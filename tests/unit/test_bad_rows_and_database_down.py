@@ -55,14 +55,14 @@ def test_corrupted_inputs_end_the_workflow_error_instead_of_failing_every_delive
             text("UPDATE durable_workflows SET inputs = :bad WHERE workflow_id = :w"),
             {"bad": "{not json", "w": wid},
         )
-    outcome = execute(durable.runtime, wid, wf.run, can_suspend=True)
+    outcome = execute(durable.runtime, wid, name, wf.run, can_suspend=True)
     assert outcome.state == "error"
     assert isinstance(outcome.error, CorruptedRowError)
     status = durable.get_workflow_status(wid)
     assert status is not None and status.status == S.ERROR
     assert isinstance(status.error, CorruptedRowError)
     # a second delivery does nothing: the workflow has ended
-    assert execute(durable.runtime, wid, wf.run, can_suspend=True).state == "skipped"
+    assert execute(durable.runtime, wid, name, wf.run, can_suspend=True).state == "skipped"
 
 
 def test_corrupted_output_raises_a_clear_error_on_await(

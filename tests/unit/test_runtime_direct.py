@@ -18,6 +18,7 @@ from celery_durable import (
     NonExistentWorkflow,
     SerializationError,
     SetWorkflowTimeout,
+    WorkflowCancelledError,
     WorkflowTimeoutError,
 )
 from celery_durable import WorkflowStatusString as S
@@ -126,7 +127,7 @@ def test_resumed_workflow_reruns_only_incomplete_steps(durable: Durable) -> None
     assert call_as(wid, wf) == ["a", "b"]
     assert (first.calls, second.calls) == (1, 1)
     status = durable.get_workflow_status(wid)
-    assert status is not None and (status.status, status.recovery_attempts) == (S.SUCCESS, 1)
+    assert status is not None and (status.status, status.recovery_attempts) == (S.SUCCESS, 0)
 
 
 def test_workflow_that_raises_ends_error_and_get_result_reraises(durable: Durable) -> None:
@@ -260,3 +261,66 @@ def test_workflow_past_its_timeout_ends_cancelled(durable: Durable, step_after: 
     assert handle.get_status().status == S.CANCELLED
     with pytest.raises(AwaitedWorkflowCancelled):
         handle.get_result(timeout=5)
+
+
+def test_a_direct_call_interrupted_by_ctrl_c_gives_its_workflow_up(durable: Durable) -> None:
+    """KeyboardInterrupt in a process that keeps running: the run releases the workflow,
+    and a second direct call with the same id finishes it from its first incomplete step."""
+    first, interrupts = Counter("a"), [KeyboardInterrupt()]
+    step_a = step(durable, first)
+
+    def second_body() -> str:
+        if interrupts:
+            raise interrupts.pop()
+        return "b"
+
+    step_b = step(durable, second_body)
+    wf, wid = workflow(durable, lambda: [step_a(), step_b()]), uid("id")
+    with pytest.raises(KeyboardInterrupt):
+        call_as(wid, wf)
+    status = durable.get_workflow_status(wid)
+    assert status is not None and (status.status, status.executor_id) == (S.ENQUEUED, None)
+
+    assert call_as(wid, wf) == ["a", "b"]
+    assert first.calls == 1
+    assert [s.status for s in durable.list_workflow_steps(wid)] == ["SUCCESS", "SUCCESS"]
+
+
+def test_a_timeout_cuts_a_durable_sleep_short(durable: Durable) -> None:
+    after = Counter()
+    after_step = step(durable, after)
+
+    def run() -> None:
+        durable.sleep(4.0)
+        after_step()
+
+    started = time.monotonic()
+    with SetWorkflowTimeout(1.0), pytest.raises(WorkflowTimeoutError):
+        call_as(uid("id"), workflow(durable, run))
+    assert time.monotonic() - started < 2.0
+    assert after.calls == 0
+
+
+def test_a_workflow_cancelled_from_another_thread_stops_sleeping(durable: Durable) -> None:
+    after = Counter()
+    after_step = step(durable, after)
+    wid = uid("id")
+
+    def run() -> None:
+        durable.sleep(5.0)
+        after_step()
+
+    def cancel_soon() -> None:
+        time.sleep(0.5)
+        durable.cancel_workflow(wid)
+
+    canceller = threading.Thread(target=cancel_soon)
+    canceller.start()
+    started = time.monotonic()
+    with pytest.raises(WorkflowCancelledError):
+        call_as(wid, workflow(durable, run))
+    canceller.join()
+    assert time.monotonic() - started < 2.5
+    assert after.calls == 0
+    status = durable.get_workflow_status(wid)
+    assert status is not None and (status.status, status.executor_id) == (S.CANCELLED, None)

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
-from celery_durable import Durable
+from celery_durable import DatabaseUnavailableError, Durable
 from tests.unit.helpers import (
     Counter,
     Crash,
@@ -116,3 +117,23 @@ def test_serialization_failure_is_retried_and_applied_once(
     for wid, result in zip(wids, results, strict=True):
         [info] = durable.list_workflow_steps(wid)
         assert (info.status, info.output) == ("SUCCESS", result)
+
+
+def test_a_sql_error_in_the_users_code_is_raised_at_once_not_retried(durable: Durable) -> None:
+    """A syntax error is the step's own error (never 'database unavailable'), on both
+    backends: the body runs once (its one attempt) and the database's error is raised."""
+    calls = Counter()
+
+    def broken() -> None:
+        calls()
+        durable.sql_session.execute(text("selct abc from c"))
+
+    wid = uid("id")
+    with pytest.raises(DBAPIError) as info:
+        call_as(wid, workflow(durable, transaction(durable, broken)))
+    assert not isinstance(info.value, DatabaseUnavailableError)
+    assert "selct" in str(info.value)
+    assert calls.calls == 1
+    [step_info] = durable.list_workflow_steps(wid)
+    assert (step_info.status, step_info.attempts) == ("ERROR", 1)
+    assert "selct" in str(step_info.error)

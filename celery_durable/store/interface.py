@@ -1,0 +1,219 @@
+"""What the runtime needs of a store: ``DurableStore``, implemented by the SQL ``Store``
+(Postgres, SQLite) and by ``MemoryStore``, and held to one contract test suite.
+
+Every method is one atomic step of the durable state machine: a claim, a checkpoint, a
+lease, a recovery decision. Values arrive encoded (text made by the runtime's
+serializer); timestamps are epoch milliseconds from the store's ``clock``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from ..clock import Clock
+from ..types import (
+    ExecutorRecord,
+    RecoveryAction,
+    ResumeOutcome,
+    StepRecord,
+    WorkflowRecord,
+)
+
+T = TypeVar("T")
+#: error text for a workflow the sweep dead-letters (or cancels), given its row
+ErrorFor = Callable[[WorkflowRecord], str]
+
+
+class DurableStore(Protocol):
+    clock: Clock
+
+    # lifecycle ------------------------------------------------------------
+    def migrate(self, revision: str = "head") -> str | None:
+        """Create or upgrade the schema; returns the revision (None: nothing to migrate)."""
+        ...
+
+    def prepare(self) -> None:
+        """Get ready to serve steps (a worker calls it before forking its pool)."""
+        ...
+
+    def dispose(self) -> None:
+        """Close this process's connections."""
+        ...
+
+    # workflows ------------------------------------------------------------
+    def insert_workflow(self, record: WorkflowRecord) -> bool:
+        """Insert unless the id exists; True when this call created it."""
+        ...
+
+    def get_workflow(self, workflow_id: str) -> WorkflowRecord | None: ...
+
+    def claim_workflow(
+        self, workflow_id: str, name: str, executor_id: str, stale_before_ms: int
+    ) -> WorkflowRecord | None:
+        """Make ``executor_id`` the owner (PENDING, run_count + 1) when the workflow, recorded
+        as ``name``, is ENQUEUED (and not waiting out a retry) or PENDING under a gone owner."""
+        ...
+
+    def finish_workflow(
+        self,
+        workflow_id: str,
+        executor_id: str | None,
+        status: str,
+        output: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """End a PENDING run this executor owns (any owner when None)."""
+        ...
+
+    def set_status(
+        self,
+        workflow_id: str,
+        status: str,
+        *,
+        only_from: Sequence[str] | None = None,
+        error: str | None = None,
+        executor_id: str | None = None,
+        keep_owner: bool = False,
+    ) -> bool: ...
+
+    def release_workflow(self, workflow_id: str, executor_id: str, run: int) -> bool:
+        """Run ``run`` ends without finishing: no owner; PENDING becomes ENQUEUED."""
+        ...
+
+    def suspend_workflow(self, workflow_id: str, executor_id: str, wake_at_ms: int) -> bool:
+        """Owner gives it up until ``wake_at_ms`` (ENQUEUED with a wake-up time)."""
+        ...
+
+    def delete_workflow(self, workflow_id: str) -> None: ...
+
+    def fork_workflow(self, source_id: str, new_id: str, start_step: int) -> None:
+        """Copy a workflow (ENQUEUED) with its steps before ``start_step``; a chain's later
+        steps are copied PENDING with fresh task ids."""
+        ...
+
+    def list_workflows(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        name: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+        newest_first: bool = True,
+        workflow_ids: Sequence[str] | None = None,
+    ) -> list[WorkflowRecord]: ...
+
+    # steps ----------------------------------------------------------------
+    def load_steps(self, workflow_id: str) -> dict[int, StepRecord]:
+        """Every step with its attempt errors; a step with failed attempts and no row yet is
+        reported RETRYING."""
+        ...
+
+    def get_step(self, workflow_id: str, step_id: int) -> StepRecord | None: ...
+
+    def find_step_by_task_id(self, task_id: str) -> StepRecord | None: ...
+
+    def record_step(self, record: StepRecord) -> bool:
+        """Checkpoint a step while its workflow is PENDING; the first one wins."""
+        ...
+
+    def record_step_error(
+        self, workflow_id: str, step_id: int, attempt: int, name: str, error: str
+    ) -> None: ...
+
+    def run_transaction_step(
+        self,
+        body: Callable[[Any], T],
+        finish: Callable[[Any, T], bool],
+        isolation_level: str | None = None,
+    ) -> tuple[bool, T | None]:
+        """``body(session)`` then ``finish(tx, result)`` in one transaction; ``finish``
+        returning False rolls the body back: (False, None)."""
+        ...
+
+    def insert_checkpoint(self, tx: Any, record: StepRecord) -> bool:
+        """``record_step`` inside ``run_transaction_step``'s transaction ``tx``."""
+        ...
+
+    # chains ---------------------------------------------------------------
+    def insert_chain(self, workflow: WorkflowRecord, chain_steps: Sequence[StepRecord]) -> bool: ...
+
+    def claim_chain_step(
+        self, workflow_id: str, step_id: int, name: str, executor_id: str, stale_before_ms: int
+    ) -> StepRecord | None:
+        """Lease a PENDING or RETRYING step (or one RUNNING under a gone executor) recorded
+        as ``name``, while its chain is active and before its deadline."""
+        ...
+
+    def finish_chain_step(
+        self,
+        workflow_id: str,
+        step_id: int,
+        lease_id: str,
+        output: str,
+        attempts: int,
+        last: bool,
+    ) -> bool:
+        """Checkpoint under the lease; the last step also ends the chain SUCCESS."""
+        ...
+
+    def complete_chain_step(
+        self,
+        tx: Any,
+        workflow_id: str,
+        step_id: int,
+        lease_id: str,
+        output: str,
+        attempts: int,
+        last: bool,
+    ) -> bool:
+        """``finish_chain_step`` inside ``run_transaction_step``'s transaction ``tx``."""
+        ...
+
+    def retry_chain_step(
+        self,
+        workflow_id: str,
+        step_id: int,
+        lease_id: str,
+        attempt: int,
+        name: str,
+        error: str,
+        due_at_ms: int,
+    ) -> bool: ...
+
+    def fail_chain_step(
+        self,
+        workflow_id: str,
+        step_id: int,
+        lease_id: str,
+        attempt: int,
+        name: str,
+        attempt_error: str,
+        final_error: str,
+    ) -> bool: ...
+
+    def first_open_step(self, workflow_id: str) -> tuple[StepRecord, StepRecord | None] | None: ...
+
+    # recovery -------------------------------------------------------------
+    def claim_stalled(
+        self, stale_before_ms: int, lost_before_ms: int, limit: int, error: ErrorFor
+    ) -> list[tuple[WorkflowRecord, RecoveryAction]]: ...
+
+    def recover_lost(
+        self, workflow_id: str, executor_id: str, error: ErrorFor
+    ) -> tuple[WorkflowRecord, RecoveryAction] | None: ...
+
+    def resume_workflow(
+        self, workflow_id: str, stale_before_ms: int
+    ) -> tuple[WorkflowRecord, ResumeOutcome] | None: ...
+
+    def cancel_expired(self, now: int, limit: int, error: Callable[[str], str]) -> list[str]: ...
+
+    # executors ------------------------------------------------------------
+    def register_executor(self, record: ExecutorRecord) -> None: ...
+
+    def heartbeat(self, executor_id: str) -> None: ...
+
+    def stop_executor(self, executor_id: str) -> None: ...
+
+    def get_executor(self, executor_id: str) -> ExecutorRecord | None: ...
