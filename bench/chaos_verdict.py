@@ -51,6 +51,8 @@ class Rerun:
 
 @dataclass
 class Verdict:
+    """Counts and examples of every check, and the matrix rows."""
+
     workflows: int = 0
     success: int = 0
     expected_error: int = 0
