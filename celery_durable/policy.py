@@ -22,6 +22,8 @@ class RetryPolicy(BaseModel):
     max_interval_seconds: float = Field(default=3600.0, ge=0)
     jitter: float = Field(default=0.0, ge=0, le=1)
     dont_retry_on: tuple[type[BaseException], ...] = ()
+    #: ``should_retry(exc) -> bool``: False ends the step at once, as ``dont_retry_on`` does
+    should_retry: Callable[[BaseException], bool] | None = None
 
     @field_validator("dont_retry_on", mode="before")
     @classmethod
@@ -50,11 +52,16 @@ class RetryPolicy(BaseModel):
             rng,
         )
 
-    def should_retry(self, exc: BaseException, attempt: int) -> bool:
-        """Whether attempt ``attempt`` (0-based) failing with ``exc`` is followed by another."""
+    def is_final(self, exc: BaseException) -> bool:
+        """An error that ends the step at once, unwrapped: ``dont_retry_on`` or refused by
+        ``should_retry``."""
         if self.dont_retry_on and isinstance(exc, self.dont_retry_on):
-            return False
-        return attempt + 1 < self.max_attempts
+            return True
+        return self.should_retry is not None and not self.should_retry(exc)
+
+    def retries_after(self, exc: BaseException, attempt: int) -> bool:
+        """Whether attempt ``attempt`` (0-based) failing with ``exc`` is followed by another."""
+        return not self.is_final(exc) and attempt + 1 < self.max_attempts
 
     def decide(
         self,
@@ -67,12 +74,13 @@ class RetryPolicy(BaseModel):
         after a delay, or the error the step ends with. ``errors()`` gives every attempt's
         error so far, this one last; it is called only when retries are exhausted.
 
-        A ``dont_retry_on`` error, or any error of a step without retries, ends the step as
-        it is; exhausted retries end it with ``MaxStepRetriesExceeded`` carrying them all.
+        A ``dont_retry_on`` error (or one ``should_retry`` refuses), or any error of a step
+        without retries, ends the step as it is; exhausted retries end it with
+        ``MaxStepRetriesExceeded`` carrying them all.
         """
-        if self.should_retry(exc, attempt):
+        if self.retries_after(exc, attempt):
             return Retry(self.delay(attempt + 1))
-        if self.retries == 0 or (self.dont_retry_on and isinstance(exc, self.dont_retry_on)):
+        if self.retries == 0 or self.is_final(exc):
             return Fail(exc)
         return Fail(MaxStepRetriesExceeded(step_name, self.retries, errors()))
 

@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery
 
 from ..errors import NonExistentWorkflow
-from ..policy import make_policy
+from ..policy import RetryPolicy
 from ..runtime import management
 from ..runtime.context import current_workflow, sql_session, step_status
 from ..runtime.executor import Heartbeat
@@ -27,6 +27,7 @@ from ..store.interface import DurableStore
 from ..types import ResumeOutcome, StepInfo, StepStatus, WorkflowKind, WorkflowStatus
 from .chains import DurableChain
 from .codec import KOMBU_JSON
+from .options import DBOS_OPTIONS, POLICY_OPTIONS, celery_options, retry_policy
 from .publisher import Republisher
 from .recovery import connect_recovery_signals, install_sweep, run_sweep
 from .settings import DurableSettings, read_settings
@@ -35,6 +36,9 @@ from .tasks import DurableTask
 from .worker import DurableHeartbeat, connect_signals
 
 _TASK_OPTION_DEFAULTS = {"shared": False}
+WORKFLOW_OPTIONS = ("name", "max_recovery_attempts")
+STEP_OPTIONS = ("name", "policy", *POLICY_OPTIONS, *DBOS_OPTIONS)
+TRANSACTION_OPTIONS = ("name", "isolation_level")
 
 
 class Durable:
@@ -167,44 +171,60 @@ class Durable:
         return self.app.task(base=DurableTask, durable=self, **opts)(fn)
 
     def workflow(
-        self, name: str | None = None, max_recovery_attempts: int | None = -1, **task_options: Any
+        self,
+        name: str | None = None,
+        max_recovery_attempts: int | None = -1,
+        **task_options: Any,
     ) -> Callable[[Callable[..., Any]], Any]:
         """Make ``fn`` a durable workflow (and a Celery task)."""
         # -1 (the default) means "the durable_default_max_recovery_attempts setting"
         limit = max_recovery_attempts
         if limit is not None and limit < -1:
             raise ValueError("max_recovery_attempts must be >= 0 or None")
+        celery = celery_options("workflow", task_options, WORKFLOW_OPTIONS)
 
         def decorate(fn: Callable[..., Any]) -> Any:
             attrs = {"durable_kind": WorkflowKind.WORKFLOW, "durable_max_recovery_attempts": limit}
-            return self._task(fn, attrs, {"name": name, **task_options} if name else task_options)
+            return self._task(fn, attrs, {"name": name, **celery} if name else celery)
 
         return decorate
 
     def step(
         self,
-        retries: int = 0,
-        interval_seconds: float = 1.0,
-        backoff_rate: float = 2.0,
-        max_interval_seconds: float = 3600.0,
-        jitter: float = 0.0,
-        dont_retry_on: Sequence[type[BaseException]] | type[BaseException] = (),
+        retries: int | None = None,
+        interval_seconds: float | None = None,
+        backoff_rate: float | None = None,
+        max_interval_seconds: float | None = None,
+        jitter: float | None = None,
+        dont_retry_on: Sequence[type[BaseException]] | type[BaseException] | None = None,
+        should_retry: Callable[[BaseException], bool] | None = None,
+        *,
+        policy: RetryPolicy | None = None,
+        retries_allowed: bool | None = None,
+        max_attempts: int | None = None,
         name: str | None = None,
         **task_options: Any,
     ) -> Callable[[Callable[..., Any]], Any]:
-        """Make ``fn`` a checkpointed step with a DBOS-style retry policy (and a Celery task)."""
-        policy = make_policy(
-            retries=retries,
-            interval_seconds=interval_seconds,
-            backoff_rate=backoff_rate,
-            max_interval_seconds=max_interval_seconds,
-            jitter=jitter,
-            dont_retry_on=dont_retry_on,
-        )
+        """Make ``fn`` a checkpointed step with a DBOS-style retry policy (and a Celery task).
+
+        The policy: ``retries`` (and the other DBOS-style options), or ``policy=``, or DBOS's
+        ``retries_allowed``/``max_attempts`` (``max_attempts == retries + 1``).
+        """
+        given = {
+            "retries": retries,
+            "interval_seconds": interval_seconds,
+            "backoff_rate": backoff_rate,
+            "max_interval_seconds": max_interval_seconds,
+            "jitter": jitter,
+            "dont_retry_on": dont_retry_on,
+            "should_retry": should_retry,
+        }
+        chosen = retry_policy("step", policy, given, retries_allowed, max_attempts)
+        celery = celery_options("step", task_options, STEP_OPTIONS)
 
         def decorate(fn: Callable[..., Any]) -> Any:
-            attrs = {"durable_kind": WorkflowKind.STEP, "durable_policy": policy}
-            return self._task(fn, attrs, {"name": name, **task_options} if name else task_options)
+            attrs = {"durable_kind": WorkflowKind.STEP, "durable_policy": chosen}
+            return self._task(fn, attrs, {"name": name, **celery} if name else celery)
 
         return decorate
 
@@ -215,13 +235,14 @@ class Durable:
         allowed = {None, "SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED", "READ UNCOMMITTED"}
         if isolation_level not in allowed:
             raise ValueError(f"isolation_level must be one of {sorted(a for a in allowed if a)}")
+        celery = celery_options("transaction", task_options, TRANSACTION_OPTIONS)
 
         def decorate(fn: Callable[..., Any]) -> Any:
             attrs = {
                 "durable_kind": WorkflowKind.TRANSACTION,
                 "durable_isolation_level": isolation_level,
             }
-            return self._task(fn, attrs, {"name": name, **task_options} if name else task_options)
+            return self._task(fn, attrs, {"name": name, **celery} if name else celery)
 
         return decorate
 

@@ -42,7 +42,7 @@ def test_defaults_match_the_spec() -> None:
 def test_max_attempts_is_retries_plus_one(retries: int) -> None:
     policy = make_policy(retries=retries)
     assert policy.max_attempts == retries + 1
-    decisions = [policy.should_retry(ValueError("x"), attempt) for attempt in range(retries + 1)]
+    decisions = [policy.retries_after(ValueError("x"), attempt) for attempt in range(retries + 1)]
     assert decisions == [True] * retries + [False]
 
 
@@ -102,10 +102,10 @@ def test_retry_numbers_start_at_one() -> None:
 @pytest.mark.parametrize("dont_retry_on", [Declined, (Declined,), [KeyError, Declined]])
 def test_dont_retry_on_matches_the_class_and_its_subclasses(dont_retry_on: object) -> None:
     policy = make_policy(retries=5, dont_retry_on=dont_retry_on)
-    assert not policy.should_retry(Declined("no"), 0)
-    assert not policy.should_retry(HardDeclined("no"), 0)
-    assert policy.should_retry(ValueError("transient"), 0)
-    assert policy.should_retry(LookupError("the parent class is not listed"), 0)
+    assert not policy.retries_after(Declined("no"), 0)
+    assert not policy.retries_after(HardDeclined("no"), 0)
+    assert policy.retries_after(ValueError("transient"), 0)
+    assert policy.retries_after(LookupError("the parent class is not listed"), 0)
 
 
 @pytest.mark.parametrize(
