@@ -143,11 +143,13 @@ class ChainQueries(StoreBase):
         """Record a failed attempt and release the lease until ``due_at_ms``."""
 
         def run(conn: Connection) -> bool:
-            self.insert_attempt_error(conn, workflow_id, step_id, attempt, name, error)
-            return self._end_lease(
+            if not self._end_lease(
                 conn, workflow_id, step_id, lease_id,
                 status=StepState.RETRYING, attempts=attempt + 1, due_at_ms=due_at_ms,
-            )  # fmt: skip
+            ):  # fmt: skip
+                return False  # a stale delivery: its error must not stand for the attempt's
+            self.insert_attempt_error(conn, workflow_id, step_id, attempt, name, error)
+            return True
 
         return self._write("retry_chain_step", run)
 
@@ -165,13 +167,13 @@ class ChainQueries(StoreBase):
         now = self.clock.now_ms()
 
         def run(conn: Connection) -> bool:
-            self.insert_attempt_error(conn, workflow_id, step_id, attempt, name, attempt_error)
             if not self._end_lease(
                 conn, workflow_id, step_id, lease_id,
                 status=StepState.ERROR, error=final_error, attempts=attempt + 1,
                 completed_at_ms=now,
             ):  # fmt: skip
                 return False
+            self.insert_attempt_error(conn, workflow_id, step_id, attempt, name, attempt_error)
             self._end_workflow(
                 conn, workflow_id, now, status=WorkflowState.ERROR, error=final_error
             )

@@ -336,11 +336,13 @@ class MemoryStore(MemoryClaims):
         due_at_ms: int,
     ) -> bool:
         with self.atomic() as tx:
-            tx.add_error(workflow_id, step_id, attempt, name, error)
-            return self._under_lease(
+            if not self._under_lease(
                 tx, workflow_id, step_id, lease_id, lease_id=None,
                 status=StepState.RETRYING, attempts=attempt + 1, due_at_ms=due_at_ms,
-            )  # fmt: skip
+            ):  # fmt: skip
+                return False
+            tx.add_error(workflow_id, step_id, attempt, name, error)
+            return True
 
     def fail_chain_step(
         self,
@@ -353,13 +355,13 @@ class MemoryStore(MemoryClaims):
         final_error: str,
     ) -> bool:
         with self.atomic() as tx:
-            tx.add_error(workflow_id, step_id, attempt, name, attempt_error)
             if not self._under_lease(
                 tx, workflow_id, step_id, lease_id, lease_id=None,
                 status=StepState.ERROR, error=final_error, attempts=attempt + 1,
                 completed_at_ms=self.clock.now_ms(),
             ):  # fmt: skip
                 return False
+            tx.add_error(workflow_id, step_id, attempt, name, attempt_error)
             self._end_chain(tx, workflow_id, status=WorkflowState.ERROR, error=final_error)
             return True
 

@@ -20,6 +20,7 @@ from ..clock import Clock
 from ..types import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
+    TERMINAL_STATUSES,
     ExecutorRecord,
     ExecutorState,
     RecoveryAction,
@@ -297,7 +298,12 @@ class MemoryClaims(MemoryTables):
 
         with self.atomic() as tx:
             record = self._workflows.get(workflow_id)
-            if record is None or not self._running_under(record, gone):
+            if record is None:
+                return None
+            if record.status in TERMINAL_STATUSES and record.executor_id == executor_id:
+                tx.put_workflow(record, executor_id=None)  # a cancelled run, over now
+                return None
+            if not self._running_under(record, gone):
                 return None
             return record, self._recover_or_dead_letter(tx, record, error, gone)
 

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, and_, exists, or_, select, update
 from ..types import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
+    TERMINAL_STATUSES,
     ExecutorState,
     RecoveryAction,
     ResumeOutcome,
@@ -143,7 +144,18 @@ class RecoveryQueries(StoreBase):
             .with_for_update(of=workflows)
         )
 
+        ended_run = (  # a cancelled run of that process: over now, its owner goes
+            update(workflows)
+            .where(
+                workflows.c.workflow_id == workflow_id,
+                workflows.c.executor_id == executor_id,
+                workflows.c.status.in_(list(TERMINAL_STATUSES)),
+            )
+            .values(executor_id=None)
+        )
+
         def run(conn: Connection) -> tuple[WorkflowRecord, RecoveryAction] | None:
+            conn.execute(ended_run)
             row = conn.execute(stmt).mappings().first()
             if row is None:
                 return None

@@ -39,7 +39,8 @@ def test_retries_wait_by_policy_without_holding_a_worker_slot(worker: Any) -> No
     assert len(gaps) == 2
     for gap, delay in zip(gaps, [0.2, 0.4], strict=True):
         assert delay - 0.02 <= gap <= delay + 0.35, gaps
-    assert effects(wid) == {"flaky": 3, "s2": 1}
+    # step_retrying (sent by the worker) reports the attempt that failed
+    assert effects(wid) == {"flaky": 3, "s2": 1, "retrying:0": 1, "retrying:1": 1}
 
     # a 2 s retry wait on a one-slot worker: another chain runs meanwhile
     waiting = durable.chain(chains.flaky_slow.s(1), chains.s2.s()).start()
@@ -77,13 +78,20 @@ def test_exhausted_retries_end_the_chain_and_call_the_errback_once(worker: Any) 
     assert steps[1].attempts == 3
     wait_for(lambda: effects(wid)["eb"] >= 1, timeout=10)
     time.sleep(0.5)  # a second errback call would have arrived by now
-    assert effects(wid) == {"s1": 1, "always_fails": 3, "eb": 1}  # s2 never ran
+    assert effects(wid) == {  # s2 never ran
+        "s1": 1,
+        "always_fails": 3,
+        "eb": 1,
+        "retrying:0": 1,
+        "retrying:1": 1,
+        "exhausted:2": 1,
+    }
 
     declined = durable.chain(chains.s1.s(1), chains.declines.s(), chains.s2.s()).start()
     with pytest.raises(Declined, match=r"card declined after \[1, 11\]"):
         declined.get_result(timeout=RESULT_TIMEOUT)
     assert declined.get_status().status == S.ERROR
-    assert effects(declined.workflow_id) == {"s1": 1, "declines": 1}
+    assert effects(declined.workflow_id) == {"s1": 1, "declines": 1, "exhausted:0": 1}
     assert durable.list_workflow_steps(declined.workflow_id)[1].attempts == 1
 
 

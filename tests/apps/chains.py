@@ -13,7 +13,11 @@ from typing import Any
 
 from sqlalchemy import text
 
-from celery_durable.integration.signals import step_checkpointed
+from celery_durable.integration.signals import (
+    step_checkpointed,
+    step_retries_exhausted,
+    step_retrying,
+)
 
 from .common import (
     crash_if_flagged,
@@ -130,6 +134,19 @@ def _crash_after_step3_commit(sender: Any = None, step_id: int = -1, **_: Any) -
 
 
 step_checkpointed.connect(_crash_after_step3_commit, weak=False)
+
+
+def _note_retrying(sender: Any = None, **kwargs: Any) -> None:
+    """Each step_retrying a worker sends, as an effect ``retrying:<attempt>``."""
+    record_effect(durable, f"retrying:{kwargs['attempt']}")
+
+
+def _note_exhausted(sender: Any = None, **kwargs: Any) -> None:
+    record_effect(durable, f"exhausted:{kwargs['attempt']}")
+
+
+step_retrying.connect(_note_retrying, weak=False)
+step_retries_exhausted.connect(_note_exhausted, weak=False)
 
 
 # helpers for the tests --------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import inspect, text
 
 from celery_durable.store import Store, head_revision, upgrade
-from tests.store.test_contract import step, uid, workflow
+from tests.store.contract import step, uid, workflow
 
 __all__ = ["step", "uid", "workflow"]  # test_hot_path.py imports them from here
 

@@ -20,6 +20,8 @@ from celery_durable import (
     SetWorkflowTimeout,
     WorkflowCancelledError,
     WorkflowTimeoutError,
+    step_retries_exhausted,
+    step_retrying,
 )
 from celery_durable import WorkflowStatusString as S
 from tests.unit.helpers import (
@@ -144,7 +146,7 @@ def test_workflow_that_raises_ends_error_and_get_result_reraises(durable: Durabl
 
 
 def test_replay_calling_another_step_is_non_deterministic(
-    durable: Durable, make_durable: Callable[[str], Durable], db_url: str
+    durable: Durable, make_durable: Callable[[str], Durable], any_url: str
 ) -> None:
     name, wid = uid("tests.wf"), uid("id")
     old_step = step(durable, Counter("old"))
@@ -154,7 +156,7 @@ def test_replay_calling_another_step_is_non_deterministic(
         raise Crash()
 
     crash_then_reenqueue(durable, wid, workflow(durable, old_code, name=name))
-    deployed = make_durable(db_url)  # new code, same workflow name, same database
+    deployed = make_durable(any_url)  # new code, same workflow name, same database
     new_step = step(deployed, Counter("new"))
     with pytest.raises(NonDeterministicWorkflowError) as info:
         call_as(wid, workflow(deployed, lambda: new_step(), name=name))
@@ -324,3 +326,29 @@ def test_a_workflow_cancelled_from_another_thread_stops_sleeping(durable: Durabl
     assert after.calls == 0
     status = durable.get_workflow_status(wid)
     assert status is not None and (status.status, status.executor_id) == (S.CANCELLED, None)
+
+
+def test_workflow_steps_send_retry_signals_with_the_failed_attempt(durable: Durable) -> None:
+    seen: list[tuple[str, int]] = []
+
+    def retrying(sender: Any = None, **kwargs: Any) -> None:
+        seen.append(("retrying", kwargs["attempt"]))
+
+    def exhausted(sender: Any = None, **kwargs: Any) -> None:
+        seen.append(("exhausted", kwargs["attempt"]))
+        assert isinstance(kwargs["exc"], MaxStepRetriesExceeded)
+
+    flaky = step(durable, Attempts(durable, failures=2), retries=2, interval_seconds=0.0)
+    doomed = step(durable, Attempts(durable, failures=9), retries=1, interval_seconds=0.0)
+    step_retrying.connect(retrying, weak=False)
+    step_retries_exhausted.connect(exhausted, weak=False)
+    try:
+        assert call_as(uid("id"), workflow(durable, lambda: flaky())) == "ok at attempt 2"
+        assert seen == [("retrying", 0), ("retrying", 1)]
+        seen.clear()
+        with pytest.raises(MaxStepRetriesExceeded):
+            call_as(uid("id"), workflow(durable, lambda: doomed()))
+        assert seen == [("retrying", 0), ("exhausted", 1)]
+    finally:
+        step_retrying.disconnect(retrying)
+        step_retries_exhausted.disconnect(exhausted)

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from celery_durable import DatabaseUnavailableError, Durable
+from celery_durable.store.memory import MemoryStore
 from tests.unit.helpers import (
     Counter,
     Crash,
@@ -33,7 +34,9 @@ COUNTERS_DDL = "CREATE TABLE IF NOT EXISTS rt_counters (counter_id VARCHAR(64) P
 
 def rows(durable: Durable, sql: str, **params: Any) -> list[Any]:
     """Run ``sql`` in its own transaction (creating the user tables first); return its rows."""
-    with durable.store.engine.begin() as conn:
+    store: Any = durable.store  # a SQL store's engine, or where a MemoryStore runs them
+    engine = store.sql_engine if isinstance(store, MemoryStore) else store.engine
+    with engine.begin() as conn:
         conn.execute(text(ITEMS_DDL))
         conn.execute(text(COUNTERS_DDL))
         result = conn.execute(text(sql), params)
