@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from celery.signals import worker_init
-from sqlalchemy import Column, Float, MetaData, String, Table, func, insert, select
+from sqlalchemy import Column, Engine, Float, MetaData, String, Table, func, insert, select
+
+from celery_durable.store.memory import MemoryStore
 
 from .celery_app import durable
 
@@ -40,9 +42,16 @@ CRASH_FLAGS_ENV = "SHOP_CRASH_FLAGS"
 CRASH_BEFORE_CONFIRMATION = "crash-before-confirmation"
 
 
+def shop_engine() -> Engine:
+    """Where the shop keeps its own tables: the durable database (under
+    ``celery_durable.testing``, the in-memory store's SQL database)."""
+    store: Any = durable.store
+    return store.sql_engine if isinstance(store, MemoryStore) else store.engine
+
+
 def create_tables(**_: Any) -> None:
-    """Create the shop's own tables in the durable database (if missing)."""
-    metadata.create_all(durable.store.engine)
+    """Create the shop's own tables (if missing)."""
+    metadata.create_all(shop_engine())
 
 
 worker_init.connect(create_tables, weak=False)
@@ -56,7 +65,7 @@ def _effect(order_id: str, step: str) -> Any:
 
 def record_effect(order_id: str, step: str) -> None:
     """An external side effect (a card charge, an e-mail), committed at once."""
-    with durable.store.engine.begin() as conn:
+    with shop_engine().begin() as conn:
         conn.execute(_effect(order_id, step))
 
 
@@ -68,7 +77,7 @@ def count_effects(order_ids: list[str]) -> dict[str, Counter[str]]:
         .group_by(side_effects.c.order_id, side_effects.c.step)
     )
     counts: dict[str, Counter[str]] = {order_id: Counter() for order_id in order_ids}
-    with durable.store.engine.connect() as conn:
+    with shop_engine().connect() as conn:
         for order_id, step, n in conn.execute(stmt):
             counts[order_id][step] = n
     return counts
@@ -93,24 +102,59 @@ def save_order(order_id: str, total: float) -> str:
     return order_id
 
 
-@durable.step(retries=3, interval_seconds=1.0, backoff_rate=2.0)
+class PaymentDeclinedError(Exception):
+    """A business error: the card was declined. Retrying cannot help."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"Payment declined: {reason}")
+
+
+class Gateway:
+    """The payment provider (a stand-in: it records each charge as a side effect)."""
+
+    limit = 1000.0
+
+    def charge(self, order_id: str, total: float) -> str:
+        if total > self.limit:
+            raise PaymentDeclinedError(f"{total:.2f} is over the card's limit")
+        record_effect(order_id, "charge_payment")
+        return f"tx-{order_id}-{total:.2f}"
+
+
+class Mailer:
+    def send(self, order_id: str, tx: str) -> str:
+        record_effect(order_id, "send_confirmation")
+        return f"mail-{order_id}"
+
+
+gateway, mailer = Gateway(), Mailer()
+
+
+# A provider outage is retried hourly, three times (the waits hold no worker slot and
+# survive any restart); a declined card is not retried: DBOS's retries_allowed=True
+# would retry PaymentDeclinedError too, since it retries every error.
+@durable.step(
+    retries=3, interval_seconds=3600.0, backoff_rate=1.0, dont_retry_on=PaymentDeclinedError
+)
 def charge_payment(order_id: str, total: float) -> str:
-    """Up to 4 attempts, 1 s then 2 s then 4 s apart; its output is checkpointed."""
-    record_effect(order_id, "charge_payment")
-    return f"tx-{order_id}-{total:.2f}"
+    """Up to 4 attempts; its output is checkpointed, so a replay never charges again."""
+    return gateway.charge(order_id, total)
 
 
 @durable.step()
 def send_confirmation(order_id: str, tx: str) -> str:
     crash_if_flagged(CRASH_BEFORE_CONFIRMATION)
-    record_effect(order_id, "send_confirmation")
-    return f"mail-{order_id}"
+    return mailer.send(order_id, tx)
 
 
 @durable.workflow(max_recovery_attempts=10)
 def process_order(order_id: str, total: float) -> dict[str, str]:
     durable.logger.info("processing order %s", order_id)
     saved = save_order(order_id, total)
-    tx = charge_payment(order_id, total)
+    try:
+        tx = charge_payment(order_id, total)
+    except PaymentDeclinedError as exc:  # comes back from the store with its reason
+        return {"order": saved, "declined": exc.reason}
     mail = send_confirmation(order_id, tx)
     return {"order": saved, "tx": tx, "mail": mail}
