@@ -138,6 +138,8 @@ class WorkflowRecord:
     updated_at_ms: int = 0
     started_at_ms: int | None = None
     completed_at_ms: int | None = None
+    parent_workflow_id: str | None = None
+    awaited: int = 0
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ class WorkflowStatus:
     started_at: datetime | None
     completed_at: datetime | None
     deadline: datetime | None
+    parent_workflow_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -295,6 +295,7 @@ class Durable:
         offset: int = 0,
         newest_first: bool = True,
         workflow_ids: Sequence[str] | None = None,
+        parent_workflow_id: str | None = None,
     ) -> list[WorkflowStatus]:
         return management.list_workflows(
             self.runtime,
@@ -304,6 +305,7 @@ class Durable:
             offset=offset,
             newest_first=newest_first,
             workflow_ids=workflow_ids,
+            parent_workflow_id=parent_workflow_id,
         )
 
     def list_workflow_steps(self, workflow_id: str) -> list[StepInfo]:

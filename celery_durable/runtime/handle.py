@@ -49,6 +49,7 @@ def to_status(runtime: Runtime, record: WorkflowRecord) -> WorkflowStatus:
         started_at=ms_to_datetime(record.started_at_ms),
         completed_at=ms_to_datetime(record.completed_at_ms),
         deadline=ms_to_datetime(record.deadline_ms),
+        parent_workflow_id=record.parent_workflow_id,
     )
 
 

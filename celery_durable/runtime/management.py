@@ -59,6 +59,7 @@ def list_workflows(
     offset: int = 0,
     newest_first: bool = True,
     workflow_ids: Sequence[str] | None = None,
+    parent_workflow_id: str | None = None,
 ) -> list[WorkflowStatus]:
     records = runtime.store.list_workflows(
         status=status,
@@ -67,6 +68,7 @@ def list_workflows(
         offset=offset,
         newest_first=newest_first,
         workflow_ids=workflow_ids,
+        parent_workflow_id=parent_workflow_id,
     )
     return [to_status(runtime, r) for r in records]
 

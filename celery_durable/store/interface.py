@@ -101,6 +101,7 @@ class DurableStore(Protocol):
         offset: int = 0,
         newest_first: bool = True,
         workflow_ids: Sequence[str] | None = None,
+        parent_workflow_id: str | None = None,
     ) -> list[WorkflowRecord]: ...
 
     # steps ----------------------------------------------------------------

@@ -151,7 +151,7 @@ class MemoryStore(MemoryClaims):
                 src, workflow_id=new_id, status=WorkflowState.ENQUEUED, output=None, error=None,
                 executor_id=None, recovery_attempts=0, run_count=0 if chain else 1,
                 deadline_ms=None, wake_at_ms=None, created_at_ms=now, updated_at_ms=now,
-                started_at_ms=None, completed_at_ms=None,
+                started_at_ms=None, completed_at_ms=None, parent_workflow_id=None, awaited=0,
             )  # fmt: skip
             for s in self._steps.get(source_id, {}).values():
                 copy = replace(s, workflow_id=new_id, executor_id=None)
@@ -173,6 +173,7 @@ class MemoryStore(MemoryClaims):
         offset: int = 0,
         newest_first: bool = True,
         workflow_ids: Sequence[str] | None = None,
+        parent_workflow_id: str | None = None,
     ) -> list[WorkflowRecord]:
         statuses = [status] if isinstance(status, str) else status
         with self._lock:
@@ -182,6 +183,7 @@ class MemoryStore(MemoryClaims):
                 if (statuses is None or w.status in statuses)
                 and (name is None or w.name == name)
                 and (workflow_ids is None or w.workflow_id in workflow_ids)
+                and (parent_workflow_id is None or w.parent_workflow_id == parent_workflow_id)
             ]
         sign = -1 if newest_first else 1
         found.sort(key=lambda w: (sign * w.created_at_ms, w.workflow_id))

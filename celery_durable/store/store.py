@@ -220,6 +220,8 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
                         "run_count": 0 if chain else 1,
                         "deadline_ms": None,
                         "wake_at_ms": None,
+                        "parent_workflow_id": None,
+                        "awaited": 0,
                         "created_at_ms": now,
                         "updated_at_ms": now,
                         "started_at_ms": None,
@@ -250,6 +252,7 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
         offset: int = 0,
         newest_first: bool = True,
         workflow_ids: Sequence[str] | None = None,
+        parent_workflow_id: str | None = None,
     ) -> list[WorkflowRecord]:
         stmt = select(workflows)
         if status is not None:
@@ -259,6 +262,8 @@ class Store(RecoveryQueries, ChainQueries, StoreBase):
             stmt = stmt.where(workflows.c.name == name)
         if workflow_ids is not None:
             stmt = stmt.where(workflows.c.workflow_id.in_(list(workflow_ids)))
+        if parent_workflow_id is not None:
+            stmt = stmt.where(workflows.c.parent_workflow_id == parent_workflow_id)
         order = workflows.c.created_at_ms.desc() if newest_first else workflows.c.created_at_ms
         stmt = stmt.order_by(order, workflows.c.workflow_id).offset(offset)
         if limit is not None:

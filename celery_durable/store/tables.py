@@ -42,6 +42,9 @@ workflows = Table(
     Column("updated_at_ms", BigInteger, nullable=False),
     Column("started_at_ms", BigInteger),
     Column("completed_at_ms", BigInteger),
+    # a child workflow's parent; 1 while that parent waits for it (migration 0003)
+    Column("parent_workflow_id", String(255)),
+    Column("awaited", Integer, nullable=False, server_default="0"),
     Index(
         "ix_durable_workflows_active",
         "status",
@@ -51,6 +54,7 @@ workflows = Table(
     ),
     Index("ix_durable_workflows_name", "name"),
     Index("ix_durable_workflows_created", "created_at_ms"),
+    Index("ix_durable_workflows_parent", "parent_workflow_id"),
 )
 
 steps = Table(

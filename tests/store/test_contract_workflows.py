@@ -236,6 +236,18 @@ def test_list_workflows_filters_orders_and_pages(any_store: DurableStore) -> Non
     assert len(any_store.list_workflows(limit=None)) == 5
 
 
+def test_list_workflows_finds_a_parents_children(any_store: DurableStore) -> None:
+    parent = workflow(any_store)
+    children = [
+        workflow(any_store, parent_workflow_id=parent.workflow_id, created_at_ms=i)
+        for i in range(2)
+    ]
+    workflow(any_store, parent_workflow_id=uid("other"))
+    found = any_store.list_workflows(parent_workflow_id=parent.workflow_id, newest_first=False)
+    assert [w.workflow_id for w in found] == [c.workflow_id for c in children]
+    assert all(w.parent_workflow_id == parent.workflow_id for w in found)
+
+
 def test_list_workflows_orders_ties_by_id_both_ways(any_store: DurableStore) -> None:
     name, suffix, at = uid("tests.store.ties"), uuid.uuid4().hex[:8], any_store.clock.now_ms()
     for letter in "bca":
@@ -265,7 +277,7 @@ def test_delete_workflow_removes_steps_and_errors(any_store: DurableStore) -> No
 def test_fork_copies_the_steps_before_start_step(any_store: DurableStore) -> None:
     src = workflow(
         any_store, S.PENDING, executor_id="ex", recovery_attempts=2, max_recovery_attempts=5,
-        deadline_ms=1, started_at_ms=1, queue="q",
+        deadline_ms=1, started_at_ms=1, queue="q", parent_workflow_id="p", awaited=1,
     )  # fmt: skip
     for step_id in range(3):
         assert any_store.record_step(step(src.workflow_id, step_id, output=f'"{step_id}"'))
@@ -278,7 +290,8 @@ def test_fork_copies_the_steps_before_start_step(any_store: DurableStore) -> Non
         **{
             **src.__dict__, "workflow_id": new_id, "status": S.ENQUEUED, "executor_id": None,
             "recovery_attempts": 0, "run_count": 1, "deadline_ms": None, "created_at_ms": now,
-            "updated_at_ms": now, "started_at_ms": None,
+            "updated_at_ms": now, "started_at_ms": None, "parent_workflow_id": None,
+            "awaited": 0,
         }
     )  # fmt: skip
     copied = any_store.load_steps(new_id)
