@@ -210,3 +210,60 @@ class StepInfo:
     errors: list[BaseException] = field(default_factory=list)
     started_at: datetime | None = None
     completed_at: datetime | None = None
+
+
+# operations: what the dashboard, metrics and retention ask of the store -------------
+@dataclass(frozen=True)
+class WorkflowFilter:
+    """Which workflows a listing, a count or a bulk action covers; every field narrows.
+
+    ``executor_id`` matches only active workflows (a finished one has no owner), a code
+    workflow it owns or a chain with a step it leases. Times are epoch milliseconds,
+    ``created_after_ms`` inclusive and ``created_before_ms`` exclusive.
+    """
+
+    statuses: tuple[str, ...] = ()
+    name: str | None = None
+    queue: str | None = None
+    created_after_ms: int | None = None
+    created_before_ms: int | None = None
+    id_prefix: str | None = None
+    parent_workflow_id: str | None = None
+    executor_id: str | None = None
+
+
+class PageCursor(NamedTuple):
+    """Where a keyset page ends: the last row's time and id (listings are newest first by
+    ``created_at_ms``; the metrics feed is oldest first by ``completed_at_ms``)."""
+
+    at_ms: int
+    workflow_id: str
+
+
+@dataclass(frozen=True)
+class ExecutorWork:
+    """An executor and the active workflows it runs (owned code workflows, and chains
+    with a step it leases)."""
+
+    executor: ExecutorRecord
+    workflow_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ActivityBucket:
+    """What happened in one time bucket starting at ``start_ms``: workflows created,
+    ended SUCCESS, ended ERROR, and step attempts that failed (each one retried or final)."""
+
+    start_ms: int
+    started: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retries: int = 0
+
+
+@dataclass(frozen=True)
+class EndedWorkflow:
+    """A workflow that ended, with its steps (no attempt errors): what metrics count."""
+
+    workflow: WorkflowRecord
+    steps: tuple[StepRecord, ...] = ()

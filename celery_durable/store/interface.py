@@ -19,13 +19,14 @@ from ..types import (
     StepRecord,
     WorkflowRecord,
 )
+from .operations_interface import OperationsStore
 
 T = TypeVar("T")
 #: error text for a workflow the sweep dead-letters (or cancels), given its row
 ErrorFor = Callable[[WorkflowRecord], str]
 
 
-class DurableStore(Protocol):
+class DurableStore(OperationsStore, Protocol):
     clock: Clock
 
     # lifecycle ------------------------------------------------------------

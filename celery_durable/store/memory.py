@@ -33,12 +33,13 @@ from ..types import (
     WorkflowRecord,
     WorkflowState,
 )
-from .memory_claims import MemoryClaims, MemoryTransaction
+from .memory_claims import MemoryTransaction
+from .memory_operations import MemoryOperations
 
 T = TypeVar("T")
 
 
-class MemoryStore(MemoryClaims):
+class MemoryStore(MemoryOperations):
     """The durable state in dicts; see the SQL ``Store`` for what each method means."""
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK, sql_engine: Engine | None = None) -> None:

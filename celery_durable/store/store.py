@@ -23,7 +23,7 @@ from .chains import HOT_STATEMENTS as CHAIN_HOT_STATEMENTS
 from .chains import ChainQueries
 from .engine import is_serialization_failure, is_transient, with_retries
 from .migrate import upgrade
-from .recovery import RecoveryQueries
+from .operations import OperationsQueries
 from .statements import (
     CLAIM_WORKFLOW,
     FINISH_ANY,
@@ -40,7 +40,7 @@ class _AlreadyRecorded(Exception):
     """Raised inside a transaction step whose checkpoint exists: roll the user's work back."""
 
 
-class Store(RecoveryQueries, ChainQueries, StoreBase):
+class Store(OperationsQueries, ChainQueries, StoreBase):
     """Narrow data access for the runtime; knows nothing of Celery."""
 
     def __init__(self, url: str, **options: Any) -> None:

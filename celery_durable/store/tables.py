@@ -20,6 +20,8 @@ from ..types import ExecutorState, WorkflowKind
 metadata = MetaData()
 
 ACTIVE_WHERE = text("status IN ('ENQUEUED', 'PENDING')")  # ACTIVE_STATUSES, as SQL text
+ENDED_WHERE = text("completed_at_ms IS NOT NULL")  # ended (resume clears completed_at_ms)
+POSTGRES_ONLY_INDEXES = frozenset({"ix_durable_workflows_id_prefix"})
 
 workflows = Table(
     "durable_workflows",
@@ -52,9 +54,25 @@ workflows = Table(
         postgresql_where=ACTIVE_WHERE,
         sqlite_where=ACTIVE_WHERE,
     ),
-    Index("ix_durable_workflows_name", "name"),
     Index("ix_durable_workflows_created", "created_at_ms"),
     Index("ix_durable_workflows_parent", "parent_workflow_id"),
+    # listings filtered by one column, newest first, and retention (migration 0004)
+    Index("ix_durable_workflows_name_created", "name", "created_at_ms"),
+    Index("ix_durable_workflows_status_created", "status", "created_at_ms"),
+    Index("ix_durable_workflows_queue_created", "queue", "created_at_ms"),
+    Index(
+        "ix_durable_workflows_completed",
+        "completed_at_ms",
+        postgresql_where=ENDED_WHERE,
+        sqlite_where=ENDED_WHERE,
+    ),
+    # an id prefix is a LIKE 'p%', which a Postgres btree serves only with pattern ops
+    # whatever the database's collation; SQLite reads a prefix as a range of the key
+    Index(
+        "ix_durable_workflows_id_prefix",
+        "workflow_id",
+        postgresql_ops={"workflow_id": "varchar_pattern_ops"},
+    ).ddl_if(dialect="postgresql"),
 )
 
 steps = Table(
@@ -90,6 +108,8 @@ step_errors = Table(
     Column("error", Text, nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
     ForeignKeyConstraint(["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"),
+    # retries per minute (migration 0004); attempt errors are only ever inserted
+    Index("ix_durable_step_errors_created", "created_at_ms"),
 )
 
 executors = Table(
