@@ -27,9 +27,11 @@ from ..store.interface import DurableStore
 from ..types import ResumeOutcome, StepInfo, StepStatus, WorkflowKind, WorkflowStatus
 from .chains import DurableChain
 from .codec import KOMBU_JSON
+from .operations import DurableOperations, workflow_filter
 from .options import DBOS_OPTIONS, POLICY_OPTIONS, celery_options, retry_policy
 from .publisher import Republisher
 from .recovery import connect_recovery_signals, install_sweep, run_sweep
+from .retention import install_gc
 from .settings import DurableSettings, read_settings
 from .signals import SignalEvents
 from .tasks import DurableTask
@@ -41,7 +43,7 @@ STEP_OPTIONS = ("name", "policy", *POLICY_OPTIONS, *DBOS_OPTIONS)
 TRANSACTION_OPTIONS = ("name", "isolation_level")
 
 
-class Durable:
+class Durable(DurableOperations):
     """Binds celery-durable to a Celery app: decorators, handles, management.
 
     The store is the ``durable_database_url`` database, or ``store`` when given (any
@@ -75,6 +77,7 @@ class Durable:
         connect_signals()
         connect_recovery_signals()
         install_sweep(self)
+        install_gc(self)
         _after_fork_in_child(self)
 
     # configuration ------------------------------------------------------
@@ -296,7 +299,10 @@ class Durable:
         newest_first: bool = True,
         workflow_ids: Sequence[str] | None = None,
         parent_workflow_id: str | None = None,
+        **filters: Any,
     ) -> list[WorkflowStatus]:
+        """Workflows by creation time. ``filters``: ``queue``, ``created_after``,
+        ``created_before`` (datetimes, or epoch seconds), ``id_prefix``, ``executor_id``."""
         return management.list_workflows(
             self.runtime,
             status=status,
@@ -306,6 +312,7 @@ class Durable:
             newest_first=newest_first,
             workflow_ids=workflow_ids,
             parent_workflow_id=parent_workflow_id,
+            where=workflow_filter(**filters) if filters else None,
         )
 
     def list_workflow_steps(self, workflow_id: str) -> list[StepInfo]:

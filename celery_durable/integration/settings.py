@@ -30,6 +30,13 @@ class DurableSettings(BaseModel):
     recovery_batch_size: int = Field(default=500, ge=1)
     recovery_queue: str | None = None
     enqueue_timeout: float = Field(default=30.0, gt=0)
+    # retention: ended workflows older than this are deleted by beat's gc (None or 0: never)
+    retention_seconds: float | None = Field(default=30 * 24 * 3600.0, ge=0)
+    gc_interval: float = Field(default=3600.0, gt=0)
+    gc_batch_size: int = Field(default=500, ge=1)
+    # the dashboard (celery_durable.dashboard)
+    dashboard_token: str | None = Field(default=None, min_length=16)
+    dashboard_read_only: bool = False
 
     @model_validator(mode="after")
     def _heartbeat_well_under_timeout(self) -> DurableSettings:
@@ -42,13 +49,23 @@ class DurableSettings(BaseModel):
         return self
 
 
+def _set_to_none(conf: Any, key: str) -> bool:
+    """Did the user write ``key = None`` (rather than leave it out)?"""
+    try:
+        return key in conf
+    except TypeError:  # a plain object standing for a config
+        return False
+
+
 def read_settings(conf: Any, overrides: dict[str, Any]) -> DurableSettings:
     """Collect ``durable_*`` keys from a Celery config (plus explicit overrides) and validate."""
     values: dict[str, Any] = {}
-    for name in DurableSettings.model_fields:
+    for name, spec in DurableSettings.model_fields.items():
         value = conf.get(PREFIX + name, None)
         if value is not None:
             values[name] = value
+        elif spec.default is not None and _set_to_none(conf, PREFIX + name):
+            values[name] = None  # "None: never", as the setting's documentation says
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return DurableSettings(**values)

@@ -15,6 +15,7 @@ from ..types import (
     ACTIVE_STATUSES,
     ResumeOutcome,
     StepInfo,
+    WorkflowFilter,
     WorkflowKind,
     WorkflowRecord,
     WorkflowState,
@@ -60,6 +61,7 @@ def list_workflows(
     newest_first: bool = True,
     workflow_ids: Sequence[str] | None = None,
     parent_workflow_id: str | None = None,
+    where: WorkflowFilter | None = None,
 ) -> list[WorkflowStatus]:
     records = runtime.store.list_workflows(
         status=status,
@@ -69,6 +71,7 @@ def list_workflows(
         newest_first=newest_first,
         workflow_ids=workflow_ids,
         parent_workflow_id=parent_workflow_id,
+        where=where,
     )
     return [to_status(runtime, r) for r in records]
 

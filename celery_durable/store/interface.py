@@ -17,6 +17,7 @@ from ..types import (
     RecoveryAction,
     ResumeOutcome,
     StepRecord,
+    WorkflowFilter,
     WorkflowRecord,
 )
 from .operations_interface import OperationsStore
@@ -103,7 +104,10 @@ class DurableStore(OperationsStore, Protocol):
         newest_first: bool = True,
         workflow_ids: Sequence[str] | None = None,
         parent_workflow_id: str | None = None,
-    ) -> list[WorkflowRecord]: ...
+        where: WorkflowFilter | None = None,
+    ) -> list[WorkflowRecord]:
+        """Matching workflows by creation time; ``where`` adds the operations filters."""
+        ...
 
     # steps ----------------------------------------------------------------
     def load_steps(self, workflow_id: str) -> dict[int, StepRecord]:

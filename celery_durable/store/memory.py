@@ -29,6 +29,7 @@ from ..types import (
     ExecutorState,
     StepRecord,
     StepState,
+    WorkflowFilter,
     WorkflowKind,
     WorkflowRecord,
     WorkflowState,
@@ -175,6 +176,7 @@ class MemoryStore(MemoryOperations):
         newest_first: bool = True,
         workflow_ids: Sequence[str] | None = None,
         parent_workflow_id: str | None = None,
+        where: WorkflowFilter | None = None,
     ) -> list[WorkflowRecord]:
         statuses = [status] if isinstance(status, str) else status
         with self._lock:
@@ -185,6 +187,7 @@ class MemoryStore(MemoryOperations):
                 and (name is None or w.name == name)
                 and (workflow_ids is None or w.workflow_id in workflow_ids)
                 and (parent_workflow_id is None or w.parent_workflow_id == parent_workflow_id)
+                and (where is None or self._matches(w, where))
             ]
         sign = -1 if newest_first else 1
         found.sort(key=lambda w: (sign * w.created_at_ms, w.workflow_id))

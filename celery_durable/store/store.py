@@ -14,6 +14,7 @@ from ..types import (
     ExecutorState,
     StepRecord,
     StepState,
+    WorkflowFilter,
     WorkflowKind,
     WorkflowRecord,
     WorkflowState,
@@ -253,8 +254,11 @@ class Store(OperationsQueries, ChainQueries, StoreBase):
         newest_first: bool = True,
         workflow_ids: Sequence[str] | None = None,
         parent_workflow_id: str | None = None,
+        where: WorkflowFilter | None = None,
     ) -> list[WorkflowRecord]:
         stmt = select(workflows)
+        if where is not None:
+            stmt = stmt.where(*self._matching(where))
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
             stmt = stmt.where(workflows.c.status.in_(statuses))
