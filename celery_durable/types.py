@@ -101,7 +101,7 @@ class ResumeOutcome(StrEnum):
 
     RESUMED = "RESUMED"  # re-enqueued from its first incomplete step
     RUNNING = "RUNNING"  # left alone: a live executor still runs it (or a step of it)
-    FINISHED = "FINISHED"  # left alone: it ended SUCCESS or ERROR
+    FINISHED = "FINISHED"  # left alone: it ended SUCCESS
 
 
 class StepStatus(NamedTuple):

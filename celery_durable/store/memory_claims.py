@@ -19,7 +19,6 @@ from typing import Any
 from ..clock import Clock
 from ..types import (
     ACTIVE_STATUSES,
-    FINISHED_STATUSES,
     TERMINAL_STATUSES,
     ExecutorRecord,
     ExecutorState,
@@ -351,7 +350,7 @@ class MemoryClaims(MemoryTables):
             record = self._workflows.get(workflow_id)
             if record is None:
                 return None
-            if record.status in FINISHED_STATUSES:
+            if record.status == WorkflowState.SUCCESS:
                 return record, ResumeOutcome.FINISHED
             if self._owner_live(record, stale_before_ms):
                 return record, ResumeOutcome.RUNNING
@@ -375,7 +374,30 @@ class MemoryClaims(MemoryTables):
                 lease_id=None,
                 due_at_ms=None,
             )
+            if record.status == WorkflowState.ERROR:
+                self._reopen_failed_step(tx, record)
             return record, ResumeOutcome.RESUMED
+
+    def _reopen_failed_step(self, tx: MemoryTransaction, record: WorkflowRecord) -> None:
+        """See ``Store._reopen_failed_step``: the last ERROR step runs again, afresh."""
+        wid = record.workflow_id
+        rows = tx.steps_of(wid)
+        failed = max(
+            (s.step_id for s in rows.values() if s.status == StepState.ERROR), default=None
+        )
+        if failed is None:
+            return
+        # dropped at once, not staged: the call holds the lock and nothing after this raises
+        for step_id in [k for k in self._errors.get(wid, {}) if k >= failed]:
+            del self._errors[wid][step_id]
+        if record.kind == CHAIN:
+            tx.put_step(
+                rows[failed], status=StepState.PENDING, error=None, attempts=0, executor_id=None,
+                lease_id=None, due_at_ms=None, started_at_ms=None, completed_at_ms=None,
+            )  # fmt: skip
+            return
+        for step_id in [k for k in self._steps.get(wid, {}) if k >= failed]:
+            del self._steps[wid][step_id]
 
     def _owner_live(self, record: WorkflowRecord, stale_before_ms: int) -> bool:
         if record.kind != CHAIN:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, or_, select, update
+from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
 
 from ..types import (
     ACTIVE_STATUSES,
-    FINISHED_STATUSES,
     TERMINAL_STATUSES,
     ExecutorState,
     RecoveryAction,
@@ -21,7 +20,7 @@ from ..types import (
     WorkflowState,
 )
 from .base import StoreBase
-from .tables import executors, steps, workflows
+from .tables import executors, step_errors, steps, workflows
 
 CHAIN = WorkflowKind.CHAIN
 
@@ -216,12 +215,13 @@ class RecoveryQueries(StoreBase):
     def resume_workflow(
         self, workflow_id: str, stale_before_ms: int
     ) -> tuple[WorkflowRecord, ResumeOutcome] | None:
-        """Re-enqueue a workflow from its first incomplete step, unless it finished or a
+        """Re-enqueue a workflow from its first incomplete step, unless it succeeded or a
         live executor still runs it (or, for a chain, one of its steps).
 
-        Counts one recovery attempt; a cancelled or dead-lettered workflow starts its count
-        anew, without its deadline. A chain's running or retrying step is put back to
-        PENDING. Returns the row as it was and what was done; None for an unknown id.
+        Counts one recovery attempt; a cancelled, failed or dead-lettered workflow starts its
+        count anew, without its deadline (a failed one retries its failed step). A chain's
+        running or retrying step is put back to PENDING. Returns the row as it was and what
+        was done; None for an unknown id.
         """
         stmt = select(workflows).where(workflows.c.workflow_id == workflow_id).with_for_update()
 
@@ -230,7 +230,7 @@ class RecoveryQueries(StoreBase):
             if row is None:
                 return None
             record = WorkflowRecord(**row)
-            if record.status in FINISHED_STATUSES:
+            if record.status == WorkflowState.SUCCESS:
                 return record, ResumeOutcome.FINISHED
             if self._owner_live(conn, record, stale_before_ms):
                 return record, ResumeOutcome.RUNNING
@@ -254,9 +254,38 @@ class RecoveryQueries(StoreBase):
                 .where(steps.c.workflow_id == workflow_id, steps.c.status.in_(_LEASED_OR_DUE))
                 .values(status=StepState.PENDING, executor_id=None, lease_id=None, due_at_ms=None)
             )
+            if record.status == WorkflowState.ERROR:
+                self._reopen_failed_step(conn, record)
             return record, ResumeOutcome.RESUMED
 
         return self._write("resume_workflow", run)
+
+    def _reopen_failed_step(self, conn: Connection, record: WorkflowRecord) -> None:
+        """An ERROR workflow resumed retries its failed step (the last recorded ERROR) with
+        a fresh attempt budget: a chain's goes back to PENDING, a code workflow's record
+        (and anything after it) is dropped so the replay runs it again."""
+        wid = record.workflow_id
+        found = select(func.max(steps.c.step_id)).where(
+            steps.c.workflow_id == wid, steps.c.status == StepState.ERROR
+        )
+        failed = conn.execute(found).scalar()
+        if failed is None:  # the workflow's own code raised: its replay runs it again
+            return
+        errors = delete(step_errors).where(
+            step_errors.c.workflow_id == wid, step_errors.c.step_id >= failed
+        )
+        conn.execute(errors)
+        if record.kind == CHAIN:
+            conn.execute(
+                update(steps)
+                .where(steps.c.workflow_id == wid, steps.c.step_id == failed)
+                .values(
+                    status=StepState.PENDING, error=None, attempts=0, executor_id=None,
+                    lease_id=None, due_at_ms=None, started_at_ms=None, completed_at_ms=None,
+                )
+            )  # fmt: skip
+        else:
+            conn.execute(delete(steps).where(steps.c.workflow_id == wid, steps.c.step_id >= failed))
 
     def _owner_live(self, conn: Connection, record: WorkflowRecord, stale: int) -> bool:
         """Does a live executor still run it: the workflow (code) or a step (chain)?"""

@@ -365,12 +365,40 @@ def test_resume_leaves_a_workflow_its_live_owner_runs_alone(any_store: DurableSt
     assert resumed(any_store, record.workflow_id) == ResumeOutcome.RESUMED
 
 
-@pytest.mark.parametrize("status", [S.SUCCESS, S.ERROR])
-def test_resume_leaves_finished_workflows_alone(any_store: DurableStore, status: str) -> None:
-    record = workflow(any_store, status=status)
+def test_resume_leaves_succeeded_workflows_alone(any_store: DurableStore) -> None:
+    record = workflow(any_store, status=S.SUCCESS)
     assert resumed(any_store, record.workflow_id) == ResumeOutcome.FINISHED
     assert get(any_store, record.workflow_id) == record
     assert any_store.resume_workflow(uid("missing"), fresh(any_store)) is None
+
+
+def test_resume_of_a_failed_workflow_retries_its_failed_step(any_store: DurableStore) -> None:
+    record = workflow(any_store)
+    claim(any_store, record, executor(any_store))
+    wid = record.workflow_id
+    assert any_store.record_step(step(wid, 0))
+    any_store.record_step_error(wid, 1, 0, "flaky", '"e0"')
+    assert any_store.record_step(step(wid, 1, "flaky", status="ERROR", output=None, error='"e"'))
+    assert any_store.finish_workflow(wid, None, S.ERROR, error='"e"')
+    assert resumed(any_store, wid) == ResumeOutcome.RESUMED
+    again = get(any_store, wid)
+    assert (again.status, again.error, again.recovery_attempts) == (S.ENQUEUED, None, 1)
+    assert list(any_store.load_steps(wid)) == [0]  # the failed step runs again, afresh
+
+
+def test_resume_of_a_failed_chain_reopens_its_failed_step(any_store: DurableStore) -> None:
+    wid = chain(any_store, links=3)
+    run_link(any_store, wid, 0)
+    held = lease(any_store, wid, 1, executor(any_store))
+    assert any_store.fail_chain_step(wid, 1, held, 0, "link1", '"e0"', '"final"')
+    assert get(any_store, wid).status == S.ERROR
+    assert resumed(any_store, wid) == ResumeOutcome.RESUMED
+    reopened = get_step(any_store, wid, 1)
+    assert (reopened.status, reopened.attempts, reopened.error) == (StepState.PENDING, 0, None)
+    assert any_store.load_steps(wid)[1].attempt_errors == ()
+    assert get_step(any_store, wid, 0).status == StepState.SUCCESS
+    found = any_store.first_open_step(wid)
+    assert found is not None and found[0].step_id == 1
 
 
 def test_resume_of_a_chain_frees_steps_no_live_executor_holds(any_store: DurableStore) -> None:
