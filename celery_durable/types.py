@@ -140,6 +140,7 @@ class WorkflowRecord:
     completed_at_ms: int | None = None
     parent_workflow_id: str | None = None
     awaited: int = 0
+    trace_context: str | None = None  # the starter's, for tracing (migration 0004)
 
 
 @dataclass(frozen=True)

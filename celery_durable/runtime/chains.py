@@ -20,6 +20,7 @@ from ..types import (
 )
 from .context import WorkflowContext, sql_session, step_scope
 from .runtime import Runtime
+from .tracing import current_trace_context
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ def record_chain(
         deadline_ms=now + int(timeout * 1000) if timeout else None,
         created_at_ms=now,
         updated_at_ms=now,
+        trace_context=current_trace_context(),
     )
     steps = [
         StepRecord(

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..types import StepRecord, StepStatus
+from .tracing import step_span
 
 
 @dataclass
@@ -57,12 +58,16 @@ sql_session: ContextVar[Any] = ContextVar("durable_sql_session", default=None)
 def step_scope(
     status: StepStatus, name: str, workflow: WorkflowContext | None = None
 ) -> Iterator[None]:
-    """While one attempt of a step runs: ``durable.step_status``, the step's name and,
-    given ``workflow``, the workflow it belongs to."""
+    """While one attempt of a step runs: ``durable.step_status``, the step's name, its span
+    and, given ``workflow``, the workflow it belongs to."""
     tokens = (step_status.set(status), step_name.set(name))
     outer = workflow_context.set(workflow) if workflow is not None else None
+    owner = workflow_context.get()
     try:
-        yield
+        with step_span(
+            owner.workflow_id if owner else None, status.step_id, name, status.current_attempt
+        ):
+            yield
     finally:
         if outer is not None:
             workflow_context.reset(outer)

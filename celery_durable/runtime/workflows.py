@@ -16,6 +16,7 @@ from ..types import (
 )
 from .context import ProcessDeath, SuspendWorkflow, WorkflowContext, workflow_context
 from .runtime import Runtime, log
+from .tracing import current_trace_context, workflow_span
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ def record_start(
         created_at_ms=now,
         updated_at_ms=now,
         started_at_ms=now if executor_id else None,
+        trace_context=current_trace_context(),
     )
     if runtime.store.insert_workflow(record):
         return record, True
@@ -163,16 +165,17 @@ def _run_body(
 ) -> Any:
     token = workflow_context.set(ctx)
     try:
-        # a corrupted row ends the workflow ERROR here instead of failing every delivery
-        args, kwargs = decode_inputs(runtime, record)
-        if record.run_count > 1:
-            ctx.replay = runtime.store.load_steps(ctx.workflow_id)
-        if ctx.deadline_ms is not None and runtime.clock.now_ms() > ctx.deadline_ms:
-            raise WorkflowTimeoutError(ctx.workflow_id)
-        value = fn(*args, **kwargs)
-        if ctx.deadline_ms is not None and runtime.clock.now_ms() > ctx.deadline_ms:
-            raise WorkflowTimeoutError(ctx.workflow_id)  # a timeout cancels, even at the end
-        return value
+        with workflow_span(ctx.workflow_id, record.name, record.run_count, record.trace_context):
+            # a corrupted row ends the workflow ERROR here instead of failing every delivery
+            args, kwargs = decode_inputs(runtime, record)
+            if record.run_count > 1:
+                ctx.replay = runtime.store.load_steps(ctx.workflow_id)
+            if ctx.deadline_ms is not None and runtime.clock.now_ms() > ctx.deadline_ms:
+                raise WorkflowTimeoutError(ctx.workflow_id)
+            value = fn(*args, **kwargs)
+            if ctx.deadline_ms is not None and runtime.clock.now_ms() > ctx.deadline_ms:
+                raise WorkflowTimeoutError(ctx.workflow_id)  # a timeout cancels, even at the end
+            return value
     finally:
         workflow_context.reset(token)
 

@@ -47,6 +47,9 @@ workflows = Table(
     # a child workflow's parent; 1 while that parent waits for it (migration 0003)
     Column("parent_workflow_id", String(255)),
     Column("awaited", Integer, nullable=False, server_default="0"),
+    # the starter's OpenTelemetry context (W3C headers as JSON), so a recovered run
+    # continues its trace (migration 0004)
+    Column("trace_context", Text),
     Index(
         "ix_durable_workflows_active",
         "status",
