@@ -22,6 +22,7 @@ from kombu.exceptions import OperationalError
 from ..errors import DurableError, NonExistentWorkflow
 from ..runtime.recovery import RecoveryReport
 from ..types import ResumeOutcome, StepInfo, WorkflowState, WorkflowStatus
+from .cli_filters import filter_options, given_filters
 from .durable import Durable
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -265,6 +266,7 @@ def migrate(ctx: click.Context, revision: str, as_json: bool) -> None:
     help="Only workflows in this status (repeatable).",
 )
 @click.option("--name", cls=CeleryOption, help_group="Filter Options", help="Workflow name.")
+@filter_options
 @count_option("--limit", 100, "Filter Options", "At most this many (0: no limit).")
 @count_option("--offset", 0, "Filter Options", "Skip this many first.")
 @click.option(
@@ -278,12 +280,14 @@ def migrate(ctx: click.Context, revision: str, as_json: bool) -> None:
 @click.pass_context
 def list_(
     ctx: click.Context,
+    /,
     statuses: tuple[str, ...],
     name: str | None,
     limit: int,
     offset: int,
     oldest_first: bool,
     as_json: bool,
+    **filters: Any,
 ) -> None:
     """List workflows, newest first."""
     found = get_durable(ctx).list_workflows(
@@ -292,6 +296,7 @@ def list_(
         limit=limit or None,
         offset=offset,
         newest_first=not oldest_first,
+        **given_filters(filters),
     )
     emit(as_json, found, lambda: workflows_table(found))
 
@@ -359,3 +364,7 @@ def recover(ctx: click.Context, as_json: bool) -> None:
     """Run one recovery sweep now (beat runs it on a schedule)."""
     report = get_durable(ctx).recover()
     emit(as_json, report, lambda: report_text(report))
+
+
+# retention and the dashboard register themselves on the group above
+from . import cli_operations  # noqa: E402, F401

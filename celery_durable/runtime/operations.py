@@ -17,10 +17,8 @@ from ..types import (
     ResumeOutcome,
     WorkflowFilter,
     WorkflowRecord,
-    WorkflowStatus,
 )
 from . import management
-from .handle import to_status
 from .recovery import Publisher
 from .runtime import Runtime, log
 
@@ -29,9 +27,10 @@ MINUTE_MS = 60_000
 
 @dataclass(frozen=True)
 class Page:
-    """One page of a listing and the cursor of the next (None: this was the last)."""
+    """One page of a listing (rows as stored: nothing decoded) and the cursor of the next
+    (None: this was the last)."""
 
-    workflows: list[WorkflowStatus]
+    records: list[WorkflowRecord]
     next: PageCursor | None
 
 
@@ -44,7 +43,7 @@ def page(
     cursor = None
     if len(records) > limit:
         cursor = PageCursor(shown[-1].created_at_ms, shown[-1].workflow_id)
-    return Page([to_status(runtime, r) for r in shown], cursor)
+    return Page(shown, cursor)
 
 
 @dataclass(frozen=True)
