@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
-# Every check CI runs: creates .venv if missing, installs -e ".[dev,bench]", then ruff, ruff format,
-# mypy and pytest (extra arguments go to pytest). The tests need Postgres on 127.0.0.1:5432
+# Every check CI runs: creates .venv if missing, installs -e ".[dev,bench,dashboard,otel]" (and
+# Debian's chromium for the dashboard's browser tests, when missing and apt-get is there), then
+# ruff, ruff format, mypy and pytest (extra arguments go to pytest). The tests need Postgres on 127.0.0.1:5432
 # and Redis on 127.0.0.1:6379 (DURABLE_TEST_PG_ADMIN / DURABLE_TEST_BROKER to point elsewhere).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/venv.sh
-ensure_venv ".[dev,bench]"
+ensure_venv ".[dev,bench,dashboard,otel]"
+
+# the dashboard's browser tests drive Debian's chromium through Playwright (which never
+# downloads a browser of its own here)
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing chromium"
+  sudo_cmd=""
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium chromium-driver
+fi
 
 echo "== ruff check"
 .venv/bin/ruff check .
