@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from sqlalchemy import text, update
 
 from celery_durable import Durable, SetWorkflowID
+from celery_durable.errors import MaxStepRetriesExceeded
 from celery_durable.integration.cli import durable as durable_cli
 from celery_durable.integration.retention import GC_TASK
 from celery_durable.runtime.workflows import StartRequest, record_start
@@ -58,7 +59,7 @@ def setup(db_url: str) -> Iterator[tuple[Celery, Durable]]:
 def run(durable: Durable, wf: object, x: int, age_days: float = 0) -> str:
     """Run ``wf(x)`` here and make it look ``age_days`` old (created and ended then)."""
     wid = uid("w")
-    with SetWorkflowID(wid), contextlib.suppress(Nope):
+    with SetWorkflowID(wid), contextlib.suppress(MaxStepRetriesExceeded):
         wf(x)  # type: ignore[operator]
     if age_days:
         back = int(age_days * DAY_MS)
