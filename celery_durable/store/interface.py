@@ -136,6 +136,19 @@ class DurableStore(Protocol):
         """``record_step`` inside ``run_transaction_step``'s transaction ``tx``."""
         ...
 
+    # child workflows ------------------------------------------------------
+    def suspend_for_children(
+        self, workflow_id: str, executor_id: str, child_ids: Sequence[str]
+    ) -> bool:
+        """The owner gives it up until ``child_ids`` (of its children) have ended: they are
+        marked awaited, it waits ENQUEUED with ``wake_at_ms = WAIT_FOR_CHILDREN_MS``."""
+        ...
+
+    def wake_parent(self, parent_id: str) -> bool:
+        """A waiting parent none of whose awaited children still runs becomes due (its wake
+        time cleared); True when this call did it. Serialized on the parent's row."""
+        ...
+
     # chains ---------------------------------------------------------------
     def insert_chain(self, workflow: WorkflowRecord, chain_steps: Sequence[StepRecord]) -> bool: ...
 

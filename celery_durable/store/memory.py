@@ -33,12 +33,14 @@ from ..types import (
     WorkflowRecord,
     WorkflowState,
 )
-from .memory_claims import MemoryClaims, MemoryTransaction
+from .memory_children import MemoryChildren
+from .memory_claims import MemoryClaims
+from .memory_tables import MemoryTransaction
 
 T = TypeVar("T")
 
 
-class MemoryStore(MemoryClaims):
+class MemoryStore(MemoryClaims, MemoryChildren):
     """The durable state in dicts; see the SQL ``Store`` for what each method means."""
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK, sql_engine: Engine | None = None) -> None:

@@ -11,6 +11,7 @@ from ..types import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
     TERMINAL_STATUSES,
+    WAIT_FOR_CHILDREN_MS,
     ExecutorState,
     RecoveryAction,
     ResumeOutcome,
@@ -67,11 +68,18 @@ class RecoveryQueries(StoreBase):
         w = workflows
         s = steps.alias("s")
         p = steps.alias("p")
+        c = workflows.alias("c")
+        awaited = and_(c.c.parent_workflow_id == w.c.workflow_id, c.c.awaited == 1)
+        children_ended = and_(  # a wake-up lost: the children it waits for have all ended
+            w.c.wake_at_ms == WAIT_FOR_CHILDREN_MS,
+            exists().where(awaited),
+            ~exists().where(awaited, c.c.status.in_(list(ACTIVE_STATUSES))),
+        )
         code_lost = and_(
             w.c.kind != CHAIN,
             w.c.status == WorkflowState.ENQUEUED,
             w.c.updated_at_ms < lost_before_ms,
-            or_(w.c.wake_at_ms.is_(None), w.c.wake_at_ms < lost_before_ms),
+            or_(w.c.wake_at_ms.is_(None), w.c.wake_at_ms < lost_before_ms, children_ended),
         )
         retry_lost = exists().where(
             s.c.workflow_id == w.c.workflow_id,

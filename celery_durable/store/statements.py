@@ -53,6 +53,8 @@ def _claim_workflow() -> Any:
                     or_(
                         workflows.c.wake_at_ms.is_(None),
                         workflows.c.wake_at_ms <= bindparam("soon"),
+                        # past its deadline, any delivery takes it, to cancel it
+                        workflows.c.deadline_ms <= bindparam("soon"),
                     ),
                 ),
                 and_(

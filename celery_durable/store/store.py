@@ -21,6 +21,7 @@ from ..types import (
 from .base import StoreBase
 from .chains import HOT_STATEMENTS as CHAIN_HOT_STATEMENTS
 from .chains import ChainQueries
+from .children import ChildQueries
 from .engine import is_serialization_failure, is_transient, with_retries
 from .migrate import upgrade
 from .recovery import RecoveryQueries
@@ -40,7 +41,7 @@ class _AlreadyRecorded(Exception):
     """Raised inside a transaction step whose checkpoint exists: roll the user's work back."""
 
 
-class Store(RecoveryQueries, ChainQueries, StoreBase):
+class Store(RecoveryQueries, ChainQueries, ChildQueries, StoreBase):
     """Narrow data access for the runtime; knows nothing of Celery."""
 
     def __init__(self, url: str, **options: Any) -> None:
