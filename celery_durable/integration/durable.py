@@ -12,7 +12,7 @@ from celery import Celery
 
 from ..errors import NonExistentWorkflow
 from ..policy import RetryPolicy
-from ..runtime import management
+from ..runtime import children, management
 from ..runtime.context import current_workflow, sql_session, step_status
 from ..runtime.executor import Heartbeat
 from ..runtime.handle import WorkflowHandle
@@ -111,7 +111,7 @@ class Durable:
         store = self._given_store or Store(
             normalize_url(s.database_url), retry_timeout=s.db_retry_timeout, pool_size=s.pool_size
         )
-        return Runtime(
+        runtime = Runtime(
             store,
             Serializer(KOMBU_JSON, s.serializer),
             RuntimeSettings(
@@ -124,6 +124,8 @@ class Durable:
             ),
             SignalEvents(self),
         )
+        runtime.publish = lambda record: self.republish(record)
+        return runtime
 
     def rebind(
         self, store: DurableStore | None, overrides: dict[str, Any] | None = None
@@ -144,7 +146,8 @@ class Durable:
 
     @property
     def republish(self) -> Republisher:
-        """Sends a recorded workflow's message again (recovery, resume, fork)."""
+        """Sends a recorded workflow's message again (recovery, resume, fork, a waking
+        parent)."""
         if self._republisher is None:
             self._republisher = Republisher(self.app, self.runtime, self.send_task)
         return self._republisher
@@ -278,6 +281,12 @@ class Durable:
             raise TypeError(f"{fn!r} is not a durable workflow, step or transaction")
         result = fn.apply_async(args, kwargs)
         return WorkflowHandle(self.runtime, result.id)
+
+    def gather(self, handles: Sequence[WorkflowHandle], timeout: float | None = None) -> Any:
+        """The results of several workflows, in order, once all have ended; the first error
+        in order is raised. Inside a workflow it is one recorded step, and a parent on a
+        worker waits for all its children with one suspension (``timeout`` unused there)."""
+        return children.gather(self.runtime, [h.workflow_id for h in handles], timeout)
 
     def retrieve_workflow(self, workflow_id: str) -> WorkflowHandle:
         """A handle by workflow id, or by the task id of any link of a durable chain

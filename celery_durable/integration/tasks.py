@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from celery import Task
 from celery.exceptions import Ignore
 
 from ..policy import RetryPolicy
-from ..runtime.context import current_workflow
+from ..runtime.children import start_child
+from ..runtime.context import WorkflowContext, current_workflow
 from ..runtime.options import current_timeout, take_workflow_id
 from ..runtime.steps import run_step, run_transaction
 from ..runtime.workflows import StartRequest, execute, record_start, run_direct
@@ -87,10 +89,16 @@ class DurableTask(Task):  # type: ignore[misc]
             )
         workflow_id = take_workflow_id()
         parent = current_workflow()
-        if workflow_id is None and parent is not None and not parent.in_step:
-            # a child workflow: its id follows from the parent's, so a replay finds it
-            workflow_id = f"{parent.workflow_id}-{parent.next_step_id()}"
         request = self.start_request(workflow_id or str(uuid.uuid4()), args, kwargs)
+        if parent is not None and not parent.in_step:
+            # a child run here: its id follows from the parent's, so a replay finds it
+            child_id = workflow_id or f"{parent.workflow_id}-{parent.next_step_id()}"
+            request = replace(
+                request,
+                workflow_id=child_id,
+                parent_workflow_id=parent.workflow_id,
+                parent_deadline_ms=parent.deadline_ms,
+            )
         return run_direct(runtime, request, self.run)
 
     def _run_on_worker(self, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -119,7 +127,7 @@ class DurableTask(Task):  # type: ignore[misc]
             return outcome.value
         if outcome.state == RunOutcome.ERROR and outcome.error is not None:
             raise outcome.error
-        if outcome.state == RunOutcome.SUSPENDED:
+        if outcome.state == RunOutcome.SUSPENDED and outcome.delay is not None:
             queue = outcome.record.queue if outcome.record else None
             self.publish(workflow_id, args, kwargs, countdown=outcome.delay, queue=queue)
         # suspended, or a duplicate delivery of a workflow someone else runs or ran
@@ -148,6 +156,9 @@ class DurableTask(Task):  # type: ignore[misc]
         """
         if DURABLE_HEADER in (options.get("headers") or {}):
             return send(self, args, kwargs, task_id=task_id, **options)
+        parent = current_workflow()
+        if parent is not None and not parent.in_step:
+            return self._start_child(parent, args, kwargs, task_id, options)
         if self.durable_kind != WorkflowKind.WORKFLOW:
             return start_chain(self, args, kwargs, task_id, options)
         runtime = self.durable.runtime
@@ -161,3 +172,23 @@ class DurableTask(Task):  # type: ignore[misc]
         except BaseException:
             runtime.store.delete_workflow(workflow_id)
             raise
+
+    def _start_child(
+        self, parent: WorkflowContext, args: Any, kwargs: Any, task_id: str | None, options: Any
+    ) -> Any:
+        """Inside a workflow: start this workflow as its child, recorded as its step."""
+        if self.durable_kind != WorkflowKind.WORKFLOW:
+            raise TypeError(
+                f"{self.name} is a durable step: inside a workflow, call it to run it as a "
+                "checkpointed step; start_workflow/delay/apply_async start child workflows"
+            )
+        queue = options.get("queue")
+        child_id = start_child(
+            self.durable.runtime,
+            parent,
+            self.name,
+            task_id or take_workflow_id(),
+            lambda workflow_id: self.start_request(workflow_id, args, kwargs, queue=queue),
+            lambda request: self.publish(request.workflow_id, args, kwargs, **options),
+        )
+        return self.AsyncResult(child_id)

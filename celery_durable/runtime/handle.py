@@ -17,6 +17,8 @@ from ..types import (
     WorkflowStatus,
     ms_to_datetime,
 )
+from .children import AWAIT_STEP, await_children, results
+from .context import current_workflow
 from .runtime import Runtime
 
 
@@ -103,8 +105,19 @@ class WorkflowHandle:
     def get_result(self, timeout: float | None = None, poll_interval: float | None = None) -> Any:
         """Wait for the workflow to end; return its output or raise its error.
 
-        Raises TimeoutError when ``timeout`` seconds pass first.
+        Raises TimeoutError when ``timeout`` seconds pass first. Inside a workflow it is a
+        recorded step (a replay gets the result at once), waits until the child ends
+        (``timeout`` is not used: the workflow's own deadline bounds it), and on a worker
+        gives the slot back while it waits long.
         """
+        ctx = current_workflow()
+        if ctx is not None and not ctx.in_step:
+            outcomes = await_children(self._runtime, ctx, [self.workflow_id], AWAIT_STEP)
+            return results(self._runtime, outcomes)[0]
+        return self.wait_result(timeout, poll_interval)
+
+    def wait_result(self, timeout: float | None = None, poll_interval: float | None = None) -> Any:
+        """``get_result`` from outside any workflow: polls the store, records nothing."""
         clock = self._runtime.clock
         deadline = None if timeout is None else clock.monotonic() + timeout
         interval = poll_interval or self._runtime.settings.poll_interval

@@ -23,6 +23,7 @@ from ..types import (
 from .handle import WorkflowHandle, to_status, to_step_info
 from .recovery import Publisher
 from .runtime import Runtime
+from .workflows import wake_parent
 
 log = logging.getLogger("celery_durable.management")
 
@@ -100,10 +101,11 @@ def resume(runtime: Runtime, workflow_id: str, publish: Publisher) -> ResumeOutc
 def cancel(runtime: Runtime, workflow_id: str) -> None:
     """End an unfinished workflow CANCELLED. Its owner is kept: a run inside a step body
     finishes that body, records nothing, and gives the workflow up."""
-    existing(runtime, workflow_id)
-    runtime.store.set_status(
+    record = existing(runtime, workflow_id)
+    if runtime.store.set_status(
         workflow_id, WorkflowState.CANCELLED, only_from=list(ACTIVE_STATUSES), keep_owner=True
-    )
+    ):
+        wake_parent(runtime, record.parent_workflow_id)
 
 
 def fork(runtime: Runtime, workflow_id: str, start_step: int, publish: Publisher) -> str:
@@ -129,6 +131,7 @@ def fail_unknown(runtime: Runtime, workflow_id: str, name: str, step_id: int | N
     elif record.name != name:
         return
     error = runtime.serializer.dumps_exception(UnknownWorkflowError(name))
-    runtime.store.set_status(
+    if runtime.store.set_status(
         workflow_id, WorkflowState.ERROR, only_from=list(ACTIVE_STATUSES), error=error
-    )
+    ):
+        wake_parent(runtime, record.parent_workflow_id)

@@ -28,7 +28,7 @@ CONFIRMED_FOR_MS = 100
 CANCEL_POLL_SECONDS = 1.0
 
 
-def _replayed(ctx: WorkflowContext, step_id: int, name: str) -> StepRecord | None:
+def replayed(ctx: WorkflowContext, step_id: int, name: str) -> StepRecord | None:
     record = ctx.replay.get(step_id)
     if record is not None and record.name != name:
         raise NonDeterministicWorkflowError(ctx.workflow_id, step_id, record.name, name)
@@ -114,7 +114,7 @@ def run_step(
     if ctx is None or ctx.in_step:
         return _run_attempts(runtime, None, -1, name, fn, args, kwargs, policy, [])
     step_id = ctx.next_step_id()
-    record = _replayed(ctx, step_id, name)
+    record = replayed(ctx, step_id, name)
     if record is not None and record.status in ENDED_STEPS:
         return _stored_result(runtime, record)
     prior = [
@@ -206,10 +206,10 @@ def _checkpoint_output(
         ctx.confirmed_ms = record.completed_at_ms or 0
         runtime.events.step_checkpointed(workflow_id=ctx.workflow_id, step_id=step_id, name=name)
         return result
-    return _recorded_elsewhere(runtime, ctx, step_id)
+    return recorded_elsewhere(runtime, ctx, step_id)
 
 
-def _recorded_elsewhere(runtime: Runtime, ctx: WorkflowContext, step_id: int) -> Any:
+def recorded_elsewhere(runtime: Runtime, ctx: WorkflowContext, step_id: int) -> Any:
     """The checkpoint was refused: another run recorded this step first (its output is the
     one that counts), or the workflow was cancelled meanwhile."""
     stored = runtime.store.load_steps(ctx.workflow_id).get(step_id)
@@ -256,7 +256,7 @@ def run_transaction(
     step_id = -1
     if ctx is not None:
         step_id = ctx.next_step_id()
-        record = _replayed(ctx, step_id, name)
+        record = replayed(ctx, step_id, name)
         if record is not None and record.status in ENDED_STEPS:
             return _stored_result(runtime, record)
         check_running(runtime, ctx)
@@ -297,7 +297,7 @@ def run_transaction(
         ctx.confirmed_ms = runtime.clock.now_ms()
         runtime.events.step_checkpointed(workflow_id=ctx.workflow_id, step_id=step_id, name=name)
         return result
-    return _recorded_elsewhere(runtime, ctx, step_id)
+    return recorded_elsewhere(runtime, ctx, step_id)
 
 
 def durable_sleep(runtime: Runtime, seconds: float) -> None:
@@ -308,7 +308,7 @@ def durable_sleep(runtime: Runtime, seconds: float) -> None:
         runtime.clock.sleep(seconds)
         return
     step_id = ctx.next_step_id()
-    record = _replayed(ctx, step_id, SLEEP_STEP)
+    record = replayed(ctx, step_id, SLEEP_STEP)
     if record is not None and record.status == StepState.SUCCESS:
         wake_at = float(runtime.serializer.loads(record.output))
     else:
@@ -330,5 +330,5 @@ def durable_sleep(runtime: Runtime, seconds: float) -> None:
         if recorded:
             ctx.confirmed_ms = now
         else:
-            wake_at = float(_recorded_elsewhere(runtime, ctx, step_id))
+            wake_at = float(recorded_elsewhere(runtime, ctx, step_id))
     wait(runtime, ctx, wake_at - runtime.clock.time())

@@ -30,6 +30,13 @@ class StartRequest:
     queue: str | None = None
     max_recovery_attempts: int | None = None
     timeout: float | None = None
+    parent_workflow_id: str | None = None
+    parent_deadline_ms: int | None = None  # a child ends by its parent's deadline too
+
+    def deadline_ms(self, now: int) -> int | None:
+        own = now + int(self.timeout * 1000) if self.timeout else None
+        known = [d for d in (own, self.parent_deadline_ms) if d is not None]
+        return min(known) if known else None
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,7 @@ class Outcome:
     state: RunOutcome
     value: Any = None
     error: BaseException | None = None
-    delay: float = 0.0
+    delay: float | None = None  # a suspension's countdown (None: no message to send)
     record: WorkflowRecord | None = None
 
 
@@ -83,19 +90,23 @@ def record_start(
         queue=request.queue,
         max_recovery_attempts=request.max_recovery_attempts,
         run_count=1 if executor_id else 0,
-        deadline_ms=now + int(request.timeout * 1000) if request.timeout else None,
+        deadline_ms=request.deadline_ms(now),
         created_at_ms=now,
         updated_at_ms=now,
         started_at_ms=now if executor_id else None,
+        parent_workflow_id=request.parent_workflow_id,
     )
-    if runtime.store.insert_workflow(record):
-        return record, True
-    existing = runtime.store.get_workflow(request.workflow_id)
-    if existing is None:  # deleted between the two statements: try once more
-        return record_start(runtime, request, executor_id=executor_id)
-    if existing.name != request.name:
-        raise ConflictingWorkflowError(request.workflow_id, existing.name, request.name)
-    return existing, False
+    for _ in range(3):  # an existing row may be deleted meanwhile (its publish failed)
+        if runtime.store.insert_workflow(record):
+            return record, True
+        existing = runtime.store.get_workflow(request.workflow_id)
+        if existing is not None:
+            if existing.name != request.name:
+                raise ConflictingWorkflowError(request.workflow_id, existing.name, request.name)
+            return existing, False
+    raise ConflictingWorkflowError(
+        request.workflow_id, "(a workflow started and deleted meanwhile)", request.name
+    )
 
 
 def execute(
@@ -125,12 +136,21 @@ def execute(
         run=record.run_count,
         confirmed_ms=runtime.clock.now_ms(),
     )
+    outcome = _run(runtime, ctx, record, fn)
+    if outcome.state in (RunOutcome.SUCCESS, RunOutcome.ERROR):
+        wake_parent(runtime, record.parent_workflow_id)
+    return outcome
+
+
+def _run(
+    runtime: Runtime, ctx: WorkflowContext, record: WorkflowRecord, fn: Callable[..., Any]
+) -> Outcome:
+    workflow_id = ctx.workflow_id
     try:
         value = _run_body(runtime, ctx, record, fn)
     except SuspendWorkflow as suspend:
-        wake_at = runtime.clock.now_ms() + int(suspend.delay * 1000)
-        runtime.store.suspend_workflow(workflow_id, executor_id, wake_at)
-        return Outcome(RunOutcome.SUSPENDED, delay=suspend.delay, record=record)
+        delay = _suspend(runtime, ctx, suspend)
+        return Outcome(RunOutcome.SUSPENDED, delay=delay, record=record)
     except WorkflowCancelledError as exc:  # cancelled (or taken over) while it ran
         _give_up(runtime, ctx)
         return Outcome(RunOutcome.ERROR, error=exc, record=record)
@@ -156,6 +176,34 @@ def execute(
         return Outcome(RunOutcome.ERROR, error=exc, record=record)
     _finish(runtime, ctx, WorkflowState.SUCCESS, output=output)
     return Outcome(RunOutcome.SUCCESS, value=value, record=record)
+
+
+def _suspend(runtime: Runtime, ctx: WorkflowContext, suspend: SuspendWorkflow) -> float | None:
+    """Give the workflow up until its retry is due or its children have ended; returns
+    the countdown of the message that brings it back (None: the children's end will),
+    never later than its deadline, when a delivery takes it to cancel it."""
+    now = runtime.clock.now_ms()
+    to_deadline = None if ctx.deadline_ms is None else max(0.0, (ctx.deadline_ms - now) / 1000)
+    if not suspend.children:
+        wake_at = now + int(suspend.delay * 1000)
+        runtime.store.suspend_workflow(ctx.workflow_id, ctx.executor_id, wake_at)
+        return suspend.delay if to_deadline is None else min(suspend.delay, to_deadline)
+    if runtime.store.suspend_for_children(ctx.workflow_id, ctx.executor_id, suspend.children):
+        wake_parent(runtime, ctx.workflow_id)  # the last child may have ended meanwhile
+    return to_deadline
+
+
+def wake_parent(runtime: Runtime, parent_id: str | None) -> None:
+    """A child ended: if its parent waits for it (and no other child it awaits still
+    runs), make the parent due and send its message."""
+    if parent_id is None or not runtime.store.wake_parent(parent_id):
+        return
+    parent = runtime.store.get_workflow(parent_id)
+    if parent is not None and runtime.publish is not None:
+        try:
+            runtime.publish(parent)
+        except Exception as exc:  # due and ENQUEUED: the sweep sends it again
+            log.warning("could not wake workflow %s: %s", parent_id, exc)
 
 
 def _run_body(
@@ -204,7 +252,7 @@ def run_direct(runtime: Runtime, request: StartRequest, fn: Callable[..., Any]) 
             request.workflow_id, request.name, executor_id, runtime.stale_before_ms
         )
     if claimed is None:
-        return WorkflowHandle(runtime, request.workflow_id).get_result()
+        return WorkflowHandle(runtime, request.workflow_id).wait_result()
     outcome = execute(
         runtime, request.workflow_id, request.name, fn, can_suspend=False, claimed=claimed
     )
@@ -212,4 +260,4 @@ def run_direct(runtime: Runtime, request: StartRequest, fn: Callable[..., Any]) 
         return outcome.value
     if outcome.state == RunOutcome.ERROR and outcome.error is not None:
         raise outcome.error
-    return WorkflowHandle(runtime, request.workflow_id).get_result()
+    return WorkflowHandle(runtime, request.workflow_id).wait_result()
