@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 import weakref
@@ -170,6 +171,11 @@ class Durable:
 
     # decorators ---------------------------------------------------------
     def _task(self, fn: Callable[..., Any], attrs: dict[str, Any], options: dict[str, Any]) -> Any:
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"{fn.__qualname__} is an async function: durable workflows and steps are "
+                "plain functions (run async code with asyncio.run inside a step)"
+            )
         opts = {**_TASK_OPTION_DEFAULTS, **options, **attrs}
         return self.app.task(base=DurableTask, durable=self, **opts)(fn)
 
@@ -321,30 +327,45 @@ class Durable:
         return management.list_steps(self.runtime, workflow_id)
 
     # management ----------------------------------------------------------
-    def resume_workflow(self, workflow_id: str) -> WorkflowHandle:
+    def resume_workflow(self, workflow_id: str, queue: str | None = None) -> WorkflowHandle:
         """Re-enqueue an unfinished workflow from its first incomplete step.
 
         Counts one recovery attempt; a cancelled or dead-lettered workflow starts its count
         anew. A finished workflow, or one a live worker still runs, is left as it is
-        (``resume`` says which).
+        (``resume`` says which). ``queue`` sends a code workflow to another queue.
         """
-        self.resume(workflow_id)
+        self.resume(workflow_id, queue)
         return WorkflowHandle(self.runtime, workflow_id)
 
-    def resume(self, workflow_id: str) -> ResumeOutcome:
+    def resume(self, workflow_id: str, queue: str | None = None) -> ResumeOutcome:
         """``resume_workflow``, returning RESUMED, RUNNING (a live executor runs it: left
         alone) or FINISHED."""
-        return management.resume(self.runtime, workflow_id, self.republish)
+        return management.resume(self.runtime, workflow_id, self.republish, queue)
 
     def cancel_workflow(self, workflow_id: str) -> None:
         """End an unfinished workflow as CANCELLED; it starts no further step once noticed
         (a step body already running finishes, but its output is not recorded)."""
         management.cancel(self.runtime, workflow_id)
 
-    def fork_workflow(self, workflow_id: str, start_step: int = 0) -> WorkflowHandle:
+    def fork_workflow(
+        self,
+        workflow_id: str,
+        start_step: int = 0,
+        *,
+        timeout_seconds: float | None = None,
+        queue: str | None = None,
+    ) -> WorkflowHandle:
         """Start a copy of a workflow under a new id that reuses the outputs of its first
-        ``start_step`` steps and runs the rest again."""
-        new_id = management.fork(self.runtime, workflow_id, start_step, self.republish)
+        ``start_step`` steps and runs the rest again, with its own timeout (counted from
+        now) and queue (default: the source's; a code workflow's)."""
+        new_id = management.fork(
+            self.runtime,
+            workflow_id,
+            start_step,
+            self.republish,
+            timeout_seconds=timeout_seconds,
+            queue=queue,
+        )
         return WorkflowHandle(self.runtime, new_id)
 
     def recover(self) -> RecoveryReport:

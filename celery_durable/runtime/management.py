@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 
 from ..errors import NonExistentWorkflow, UnknownWorkflowError
 from ..types import (
@@ -79,15 +80,18 @@ def list_steps(runtime: Runtime, workflow_id: str) -> list[StepInfo]:
     return [to_step_info(runtime, steps[k]) for k in sorted(steps)]
 
 
-def resume(runtime: Runtime, workflow_id: str, publish: Publisher) -> ResumeOutcome:
-    """Re-enqueue from the first incomplete step unless it finished or a live executor runs
-    it (see ``DurableStore.resume_workflow``); publishes and reports what it resumed."""
-    found = runtime.store.resume_workflow(workflow_id, runtime.stale_before_ms)
+def resume(
+    runtime: Runtime, workflow_id: str, publish: Publisher, queue: str | None = None
+) -> ResumeOutcome:
+    """Re-enqueue from the first incomplete step (on ``queue``, if given) unless it finished
+    or a live executor runs it (see ``DurableStore.resume_workflow``); publishes and
+    reports what it resumed."""
+    found = runtime.store.resume_workflow(workflow_id, runtime.stale_before_ms, queue=queue)
     if found is None:
         raise NonExistentWorkflow(workflow_id)
     record, outcome = found
     if outcome is ResumeOutcome.RESUMED:
-        publish(record)
+        publish(record if queue is None else replace(record, queue=queue))
         attempts = record.recovery_attempts + 1 if record.status in ACTIVE_STATUSES else 1
         runtime.events.workflow_recovered(workflow_id=workflow_id, recovery_attempts=attempts)
     elif outcome is ResumeOutcome.RUNNING:
@@ -108,12 +112,24 @@ def cancel(runtime: Runtime, workflow_id: str) -> None:
         wake_parent(runtime, record.parent_workflow_id)
 
 
-def fork(runtime: Runtime, workflow_id: str, start_step: int, publish: Publisher) -> str:
-    """Copy a workflow under a new id reusing its first ``start_step`` step outputs;
-    publishes the copy and returns its id."""
+def fork(
+    runtime: Runtime,
+    workflow_id: str,
+    start_step: int,
+    publish: Publisher,
+    *,
+    timeout_seconds: float | None = None,
+    queue: str | None = None,
+) -> str:
+    """Copy a workflow under a new id reusing its first ``start_step`` step outputs, with
+    its own timeout (from now) and queue (None: the source's); publishes the copy and
+    returns its id."""
     existing(runtime, workflow_id)
     new_id = str(uuid.uuid4())
-    runtime.store.fork_workflow(workflow_id, new_id, start_step)
+    deadline = None
+    if timeout_seconds is not None:
+        deadline = runtime.clock.now_ms() + int(timeout_seconds * 1000)
+    runtime.store.fork_workflow(workflow_id, new_id, start_step, deadline_ms=deadline, queue=queue)
     publish(existing(runtime, new_id))
     return new_id
 

@@ -211,9 +211,11 @@ def _checkpoint_output(
 
 def recorded_elsewhere(runtime: Runtime, ctx: WorkflowContext, step_id: int) -> Any:
     """The checkpoint was refused: another run recorded this step first (its output is the
-    one that counts), or the workflow was cancelled meanwhile."""
+    one that counts), or the workflow passed its deadline or was cancelled meanwhile."""
     stored = runtime.store.load_steps(ctx.workflow_id).get(step_id)
     if stored is None or stored.status not in ENDED_STEPS:
+        if ctx.deadline_ms is not None and runtime.clock.now_ms() > ctx.deadline_ms:
+            raise WorkflowTimeoutError(ctx.workflow_id)
         raise WorkflowCancelledError(ctx.workflow_id)
     return _stored_result(runtime, stored)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,9 @@ from ..types import (
 )
 from .context import ProcessDeath, SuspendWorkflow, WorkflowContext, workflow_context
 from .runtime import Runtime, log
+
+# past the deadline by this much, the watch cancels a run that did not notice it itself
+DEADLINE_SLACK = 0.05
 
 
 @dataclass(frozen=True)
@@ -136,10 +140,45 @@ def execute(
         run=record.run_count,
         confirmed_ms=runtime.clock.now_ms(),
     )
-    outcome = _run(runtime, ctx, record, fn)
+    watch = _watch_deadline(runtime, ctx, record.parent_workflow_id)
+    try:
+        outcome = _run(runtime, ctx, record, fn)
+    finally:
+        if watch is not None:
+            watch.cancel()
     if outcome.state in (RunOutcome.SUCCESS, RunOutcome.ERROR):
         wake_parent(runtime, record.parent_workflow_id)
     return outcome
+
+
+def _watch_deadline(
+    runtime: Runtime, ctx: WorkflowContext, parent_id: str | None
+) -> threading.Timer | None:
+    """At the deadline, end the run's workflow CANCELLED even while a step body runs (the
+    body goes on, but its output is not recorded: checkpoints check the deadline)."""
+    if ctx.deadline_ms is None:
+        return None
+
+    def expire() -> None:
+        error = runtime.serializer.dumps_exception(WorkflowTimeoutError(ctx.workflow_id))
+        try:
+            if runtime.store.set_status(
+                ctx.workflow_id,
+                WorkflowState.CANCELLED,
+                only_from=[WorkflowState.PENDING],
+                error=error,
+                executor_id=ctx.executor_id,
+                keep_owner=True,  # the run still inside its body gives it up when it ends
+            ):
+                wake_parent(runtime, parent_id)
+        except Exception as exc:  # the run itself, or the sweep, cancels it then
+            log.warning("workflow %s: could not cancel at its deadline: %s", ctx.workflow_id, exc)
+
+    delay = max(0.0, (ctx.deadline_ms - runtime.clock.now_ms()) / 1000) + DEADLINE_SLACK
+    timer = threading.Timer(delay, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _run(

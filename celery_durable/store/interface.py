@@ -87,9 +87,18 @@ class DurableStore(Protocol):
 
     def delete_workflow(self, workflow_id: str) -> None: ...
 
-    def fork_workflow(self, source_id: str, new_id: str, start_step: int) -> None:
-        """Copy a workflow (ENQUEUED) with its steps before ``start_step``; a chain's later
-        steps are copied PENDING with fresh task ids."""
+    def fork_workflow(
+        self,
+        source_id: str,
+        new_id: str,
+        start_step: int,
+        *,
+        deadline_ms: int | None = None,
+        queue: str | None = None,
+    ) -> None:
+        """Copy a workflow (ENQUEUED) with its steps before ``start_step``, this deadline and
+        queue (None: the source's); a chain's later steps are copied PENDING with fresh task
+        ids."""
         ...
 
     def list_workflows(
@@ -218,8 +227,10 @@ class DurableStore(Protocol):
     ) -> tuple[WorkflowRecord, RecoveryAction] | None: ...
 
     def resume_workflow(
-        self, workflow_id: str, stale_before_ms: int
-    ) -> tuple[WorkflowRecord, ResumeOutcome] | None: ...
+        self, workflow_id: str, stale_before_ms: int, *, queue: str | None = None
+    ) -> tuple[WorkflowRecord, ResumeOutcome] | None:
+        """Re-enqueue unless it finished or a live executor runs it (on ``queue`` if given)."""
+        ...
 
     def cancel_expired(self, now: int, limit: int, error: Callable[[str], str]) -> list[str]: ...
 

@@ -197,7 +197,7 @@ class MemoryClaims(MemoryTables):
         return RecoveryAction.RECOVERED
 
     def resume_workflow(
-        self, workflow_id: str, stale_before_ms: int
+        self, workflow_id: str, stale_before_ms: int, *, queue: str | None = None
     ) -> tuple[WorkflowRecord, ResumeOutcome] | None:
         """Re-enqueue from the first incomplete step unless it finished or a live executor
         runs it (or one of its chain steps); see ``Store.resume_workflow``."""
@@ -212,6 +212,8 @@ class MemoryClaims(MemoryTables):
             values: dict[str, Any] = {"recovery_attempts": record.recovery_attempts + 1}
             if record.status not in ACTIVE_STATUSES:  # an operator's fresh start
                 values = {"recovery_attempts": 1, "deadline_ms": None, "error": None}
+            if queue is not None:
+                values["queue"] = queue
             tx.put_workflow(
                 record,
                 status=WorkflowState.ENQUEUED,

@@ -222,7 +222,7 @@ class RecoveryQueries(StoreBase):
         return RecoveryAction.RECOVERED
 
     def resume_workflow(
-        self, workflow_id: str, stale_before_ms: int
+        self, workflow_id: str, stale_before_ms: int, *, queue: str | None = None
     ) -> tuple[WorkflowRecord, ResumeOutcome] | None:
         """Re-enqueue a workflow from its first incomplete step, unless it finished or a
         live executor still runs it (or, for a chain, one of its steps).
@@ -245,6 +245,8 @@ class RecoveryQueries(StoreBase):
             values: dict[str, Any] = {"recovery_attempts": workflows.c.recovery_attempts + 1}
             if record.status not in ACTIVE_STATUSES:  # an operator's fresh start
                 values = {"recovery_attempts": 1, "deadline_ms": None, "error": None}
+            if queue is not None:
+                values["queue"] = queue
             conn.execute(
                 update(workflows)
                 .where(workflows.c.workflow_id == workflow_id)

@@ -192,8 +192,17 @@ class Store(RecoveryQueries, ChainQueries, ChildQueries, StoreBase):
 
         self._write("delete_workflow", run)
 
-    def fork_workflow(self, source_id: str, new_id: str, start_step: int) -> None:
-        """Copy a workflow under ``new_id`` (ENQUEUED) keeping its steps before ``start_step``.
+    def fork_workflow(
+        self,
+        source_id: str,
+        new_id: str,
+        start_step: int,
+        *,
+        deadline_ms: int | None = None,
+        queue: str | None = None,
+    ) -> None:
+        """Copy a workflow under ``new_id`` (ENQUEUED) keeping its steps before ``start_step``,
+        with this deadline and queue (None: the source's queue).
 
         Chain steps from ``start_step`` on are copied as PENDING with fresh task ids.
         """
@@ -219,7 +228,8 @@ class Store(RecoveryQueries, ChainQueries, ChildQueries, StoreBase):
                         "recovery_attempts": 0,
                         # > 0 makes the first run of a code workflow replay the copied steps
                         "run_count": 0 if chain else 1,
-                        "deadline_ms": None,
+                        "deadline_ms": deadline_ms,
+                        "queue": src["queue"] if queue is None else queue,
                         "wake_at_ms": None,
                         "parent_workflow_id": None,
                         "awaited": 0,

@@ -265,6 +265,10 @@ def test_fork_copies_the_first_steps_under_a_new_id(
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"forked {source} as ")
 
+    timed = cli_json(cli_app, "fork", source, "--timeout", "60", "--queue", "elsewhere")
+    assert (timed["queue"], timed["deadline"] is not None) == ("elsewhere", True)
+    assert d.get_workflow_status(source).deadline is None  # the source is untouched
+
 
 def test_recover_sweeps_once_and_reports(cli_app: ModuleType) -> None:
     workflow_id = enqueued(cli_app)
