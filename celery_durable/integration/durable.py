@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery
 
+from ..annotations import VALIDATE_MARK
 from ..errors import NonExistentWorkflow
 from ..policy import RetryPolicy
 from ..runtime import children, management
@@ -37,9 +38,9 @@ from .tasks import DurableTask
 from .worker import DurableHeartbeat, connect_signals
 
 _TASK_OPTION_DEFAULTS = {"shared": False}
-WORKFLOW_OPTIONS = ("name", "max_recovery_attempts")
-STEP_OPTIONS = ("name", "policy", *POLICY_OPTIONS, *DBOS_OPTIONS)
-TRANSACTION_OPTIONS = ("name", "isolation_level")
+WORKFLOW_OPTIONS = ("name", "max_recovery_attempts", "validate_args")
+STEP_OPTIONS = ("name", "validate_args", "policy", *POLICY_OPTIONS, *DBOS_OPTIONS)
+TRANSACTION_OPTIONS = ("name", "isolation_level", "validate_args")
 
 
 class Durable:
@@ -176,16 +177,20 @@ class Durable:
                 f"{fn.__qualname__} is an async function: durable workflows and steps are "
                 "plain functions (run async code with asyncio.run inside a step)"
             )
-        opts = {**_TASK_OPTION_DEFAULTS, **options, **attrs}
+        validate = options.pop("validate_args", False) or getattr(fn, VALIDATE_MARK, False)
+        opts = {**_TASK_OPTION_DEFAULTS, **options, **attrs, "durable_validate_args": validate}
         return self.app.task(base=DurableTask, durable=self, **opts)(fn)
 
     def workflow(
         self,
         name: str | None = None,
         max_recovery_attempts: int | None = -1,
+        *,
+        validate_args: bool = False,
         **task_options: Any,
     ) -> Callable[[Callable[..., Any]], Any]:
-        """Make ``fn`` a durable workflow (and a Celery task)."""
+        """Make ``fn`` a durable workflow (and a Celery task). ``validate_args`` checks and
+        coerces arguments against its type hints in the caller (pydantic)."""
         # -1 (the default) means "the durable_default_max_recovery_attempts setting"
         limit = max_recovery_attempts
         if limit is not None and limit < -1:
@@ -194,7 +199,8 @@ class Durable:
 
         def decorate(fn: Callable[..., Any]) -> Any:
             attrs = {"durable_kind": WorkflowKind.WORKFLOW, "durable_max_recovery_attempts": limit}
-            return self._task(fn, attrs, {"name": name, **celery} if name else celery)
+            options = {"validate_args": validate_args, **celery}
+            return self._task(fn, attrs, {"name": name, **options} if name else options)
 
         return decorate
 
@@ -212,6 +218,7 @@ class Durable:
         retries_allowed: bool | None = None,
         max_attempts: int | None = None,
         name: str | None = None,
+        validate_args: bool = False,
         **task_options: Any,
     ) -> Callable[[Callable[..., Any]], Any]:
         """Make ``fn`` a checkpointed step with a DBOS-style retry policy (and a Celery task).
@@ -233,12 +240,18 @@ class Durable:
 
         def decorate(fn: Callable[..., Any]) -> Any:
             attrs = {"durable_kind": WorkflowKind.STEP, "durable_policy": chosen}
-            return self._task(fn, attrs, {"name": name, **celery} if name else celery)
+            options = {"validate_args": validate_args, **celery}
+            return self._task(fn, attrs, {"name": name, **options} if name else options)
 
         return decorate
 
     def transaction(
-        self, isolation_level: str | None = None, name: str | None = None, **task_options: Any
+        self,
+        isolation_level: str | None = None,
+        name: str | None = None,
+        *,
+        validate_args: bool = False,
+        **task_options: Any,
     ) -> Callable[[Callable[..., Any]], Any]:
         """A step run in one database transaction with its checkpoint: ``durable.sql_session``."""
         allowed = {None, "SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED", "READ UNCOMMITTED"}
@@ -251,7 +264,8 @@ class Durable:
                 "durable_kind": WorkflowKind.TRANSACTION,
                 "durable_isolation_level": isolation_level,
             }
-            return self._task(fn, attrs, {"name": name, **celery} if name else celery)
+            options = {"validate_args": validate_args, **celery}
+            return self._task(fn, attrs, {"name": name, **options} if name else options)
 
         return decorate
 
@@ -286,7 +300,7 @@ class Durable:
         if not isinstance(getattr(fn, "durable_kind", None), WorkflowKind):
             raise TypeError(f"{fn!r} is not a durable workflow, step or transaction")
         result = fn.apply_async(args, kwargs)
-        return WorkflowHandle(self.runtime, result.id)
+        return WorkflowHandle(self.runtime, result.id, fn.durable_annotations)
 
     def gather(self, handles: Sequence[WorkflowHandle], timeout: float | None = None) -> Any:
         """The results of several workflows, in order, once all have ended; the first error
@@ -297,7 +311,11 @@ class Durable:
     def retrieve_workflow(self, workflow_id: str) -> WorkflowHandle:
         """A handle by workflow id, or by the task id of any link of a durable chain
         (``chain(...).apply_async().id`` is the last link's)."""
-        return management.retrieve(self.runtime, workflow_id)
+        handle = management.retrieve(self.runtime, workflow_id)
+        record = self.store.get_workflow(handle.workflow_id)
+        task = self.app.tasks.get(record.name) if record is not None else None
+        codec = getattr(task, "durable_annotations", None)  # a workflow this app knows
+        return WorkflowHandle(self.runtime, handle.workflow_id, codec)
 
     def get_workflow_status(self, workflow_id: str) -> WorkflowStatus | None:
         return management.get_status(self.runtime, workflow_id)

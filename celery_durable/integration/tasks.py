@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from celery import Task
 from celery.exceptions import Ignore
 
+from ..annotations import Annotations
 from ..policy import RetryPolicy
 from ..runtime.children import start_child
 from ..runtime.context import WorkflowContext, current_workflow
@@ -39,20 +39,26 @@ class DurableTask(Task):  # type: ignore[misc]
     durable_policy: RetryPolicy = RetryPolicy()
     durable_isolation_level: str | None = None
     durable_max_recovery_attempts: int | None = None
+    durable_validate_args: bool = False
 
-    # the durable body ---------------------------------------------------
-    def durable_body(self) -> Callable[..., Any]:
-        """The function a workflow run executes: the workflow, or a step wrapped as one."""
-        runtime = self.durable.runtime
-        if self.durable_kind == WorkflowKind.STEP:
-            return lambda *a, **kw: run_step(
-                runtime, self.name, self.run, a, kw, self.durable_policy
-            )
-        if self.durable_kind == WorkflowKind.TRANSACTION:
-            return lambda *a, **kw: run_transaction(
-                runtime, self.name, self.run, a, kw, self.durable_isolation_level
-            )
-        return self.run  # type: ignore[no-any-return]
+    # arguments and results ----------------------------------------------
+    @property
+    def durable_annotations(self) -> Annotations:
+        """The function's type hints (read once): validation, and annotated values through
+        JSON as their own types."""
+        found: Annotations | None = self.__dict__.get("_durable_annotations")
+        if found is None:
+            found = self.__dict__["_durable_annotations"] = Annotations(self.run)
+        return found
+
+    def durable_inputs(self, args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """In the caller: the arguments validated (``validate_args``), then as JSON-able
+        data; invalid ones raise ``pydantic.ValidationError`` before anything is written."""
+        args, kwargs = tuple(args or ()), dict(kwargs or {})
+        annotations = self.durable_annotations
+        if self.durable_validate_args:
+            args, kwargs = annotations.validate(args, kwargs)
+        return annotations.dump_args(args, kwargs)
 
     def start_request(
         self, workflow_id: str, args: Any, kwargs: Any, queue: str | None = None
@@ -81,15 +87,19 @@ class DurableTask(Task):  # type: ignore[misc]
 
     def _call_directly(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         runtime = self.durable.runtime
+        codec = self.durable_annotations
+        if self.durable_validate_args:
+            args, kwargs = codec.validate(args, kwargs)
         if self.durable_kind == WorkflowKind.STEP:
-            return run_step(runtime, self.name, self.run, args, kwargs, self.durable_policy)
+            policy = self.durable_policy
+            return run_step(runtime, self.name, self.run, args, kwargs, policy, codec)
         if self.durable_kind == WorkflowKind.TRANSACTION:
-            return run_transaction(
-                runtime, self.name, self.run, args, kwargs, self.durable_isolation_level
-            )
+            isolation = self.durable_isolation_level
+            return run_transaction(runtime, self.name, self.run, args, kwargs, isolation, codec)
         workflow_id = take_workflow_id()
         parent = current_workflow()
-        request = self.start_request(workflow_id or str(uuid.uuid4()), args, kwargs)
+        stored_args, stored_kwargs = codec.dump_args(args, kwargs)
+        request = self.start_request(workflow_id or str(uuid.uuid4()), stored_args, stored_kwargs)
         if parent is not None and not parent.in_step:
             # a child run here: its id follows from the parent's, so a replay finds it
             child_id = workflow_id or f"{parent.workflow_id}-{parent.next_step_id()}"
@@ -99,19 +109,20 @@ class DurableTask(Task):  # type: ignore[misc]
                 parent_workflow_id=parent.workflow_id,
                 parent_deadline_ms=parent.deadline_ms,
             )
-        return run_direct(runtime, request, self.run)
+        return run_direct(runtime, request, self.run, codec)
 
     def _run_on_worker(self, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.durable_kind != WorkflowKind.WORKFLOW:
             return run_step_on_worker(self, request, args, kwargs)
         runtime = self.durable.runtime
         workflow_id: str = request.id
-        outcome = execute(runtime, workflow_id, self.name, self.durable_body(), can_suspend=True)
+        codec = self.durable_annotations
+        outcome = execute(runtime, workflow_id, self.name, self.run, can_suspend=True, codec=codec)
         if outcome.state == RunOutcome.SKIPPED and outcome.record is None:
             # published without a row (send_task, apply()): record it, then run it
             record_start(runtime, self.start_request(workflow_id, args, kwargs))
             outcome = execute(
-                runtime, workflow_id, self.name, self.durable_body(), can_suspend=True
+                runtime, workflow_id, self.name, self.run, can_suspend=True, codec=codec
             )
         if (
             outcome.state == RunOutcome.SKIPPED
@@ -124,7 +135,7 @@ class DurableTask(Task):  # type: ignore[misc]
                 self.name, workflow_id, workflow_id, outcome.record.name,
             )  # fmt: skip
         if outcome.state == RunOutcome.SUCCESS:
-            return outcome.value
+            return codec.dump_result(outcome.value)  # Celery's result backend takes JSON
         if outcome.state == RunOutcome.ERROR and outcome.error is not None:
             raise outcome.error
         if outcome.state == RunOutcome.SUSPENDED and outcome.delay is not None:
@@ -156,6 +167,7 @@ class DurableTask(Task):  # type: ignore[misc]
         """
         if DURABLE_HEADER in (options.get("headers") or {}):
             return send(self, args, kwargs, task_id=task_id, **options)
+        args, kwargs = self.durable_inputs(args, kwargs)
         parent = current_workflow()
         if parent is not None and not parent.in_step:
             return self._start_child(parent, args, kwargs, task_id, options)

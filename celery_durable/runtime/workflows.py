@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..annotations import Annotations
 from ..errors import ConflictingWorkflowError, WorkflowCancelledError, WorkflowTimeoutError
 from ..types import (
     TERMINAL_STATUSES,
@@ -121,9 +122,11 @@ def execute(
     *,
     can_suspend: bool,
     claimed: WorkflowRecord | None = None,
+    codec: Annotations | None = None,
 ) -> Outcome:
     """Claim ``workflow_id`` (recorded as ``name``) for this executor and run ``fn`` on its
-    stored inputs. A run that ends without finishing the workflow gives up ownership."""
+    stored inputs (annotated ones loaded back into their types by ``codec``). A run that
+    ends without finishing the workflow gives up ownership."""
     executor_id = runtime.executor_id()
     record = claimed or runtime.store.claim_workflow(
         workflow_id, name, executor_id, runtime.stale_before_ms
@@ -142,7 +145,7 @@ def execute(
     )
     watch = _watch_deadline(runtime, ctx, record.parent_workflow_id)
     try:
-        outcome = _run(runtime, ctx, record, fn)
+        outcome = _run(runtime, ctx, record, fn, codec)
     finally:
         if watch is not None:
             watch.cancel()
@@ -182,11 +185,15 @@ def _watch_deadline(
 
 
 def _run(
-    runtime: Runtime, ctx: WorkflowContext, record: WorkflowRecord, fn: Callable[..., Any]
+    runtime: Runtime,
+    ctx: WorkflowContext,
+    record: WorkflowRecord,
+    fn: Callable[..., Any],
+    codec: Annotations | None,
 ) -> Outcome:
     workflow_id = ctx.workflow_id
     try:
-        value = _run_body(runtime, ctx, record, fn)
+        value = _run_body(runtime, ctx, record, fn, codec)
     except SuspendWorkflow as suspend:
         delay = _suspend(runtime, ctx, suspend)
         return Outcome(RunOutcome.SUSPENDED, delay=delay, record=record)
@@ -209,7 +216,8 @@ def _run(
         _give_up(runtime, ctx)
         raise
     try:
-        output = runtime.serializer.dumps(value, what=f"the result of workflow {record.name!r}")
+        result = value if codec is None else codec.dump_result(value)
+        output = runtime.serializer.dumps(result, what=f"the result of workflow {record.name!r}")
     except Exception as exc:
         _finish(runtime, ctx, WorkflowState.ERROR, error=runtime.serializer.dumps_exception(exc))
         return Outcome(RunOutcome.ERROR, error=exc, record=record)
@@ -246,12 +254,18 @@ def wake_parent(runtime: Runtime, parent_id: str | None) -> None:
 
 
 def _run_body(
-    runtime: Runtime, ctx: WorkflowContext, record: WorkflowRecord, fn: Callable[..., Any]
+    runtime: Runtime,
+    ctx: WorkflowContext,
+    record: WorkflowRecord,
+    fn: Callable[..., Any],
+    codec: Annotations | None,
 ) -> Any:
     token = workflow_context.set(ctx)
     try:
         # a corrupted row ends the workflow ERROR here instead of failing every delivery
         args, kwargs = decode_inputs(runtime, record)
+        if codec is not None:
+            args, kwargs = codec.load_args(args, kwargs)
         if record.run_count > 1:
             ctx.replay = runtime.store.load_steps(ctx.workflow_id)
         if ctx.deadline_ms is not None and runtime.clock.now_ms() > ctx.deadline_ms:
@@ -279,7 +293,12 @@ def _give_up(runtime: Runtime, ctx: WorkflowContext) -> None:
         log.warning("workflow %s: could not give up ownership: %s", ctx.workflow_id, exc)
 
 
-def run_direct(runtime: Runtime, request: StartRequest, fn: Callable[..., Any]) -> Any:
+def run_direct(
+    runtime: Runtime,
+    request: StartRequest,
+    fn: Callable[..., Any],
+    codec: Annotations | None = None,
+) -> Any:
     """Run a workflow in this process (a direct call); an existing id is awaited instead."""
     from .handle import WorkflowHandle  # local: handle imports this module's helpers
 
@@ -290,13 +309,20 @@ def run_direct(runtime: Runtime, request: StartRequest, fn: Callable[..., Any]) 
         claimed = runtime.store.claim_workflow(
             request.workflow_id, request.name, executor_id, runtime.stale_before_ms
         )
+    handle = WorkflowHandle(runtime, request.workflow_id, codec)
     if claimed is None:
-        return WorkflowHandle(runtime, request.workflow_id).wait_result()
+        return handle.wait_result()
     outcome = execute(
-        runtime, request.workflow_id, request.name, fn, can_suspend=False, claimed=claimed
+        runtime,
+        request.workflow_id,
+        request.name,
+        fn,
+        can_suspend=False,
+        claimed=claimed,
+        codec=codec,
     )
     if outcome.state == RunOutcome.SUCCESS:
         return outcome.value
     if outcome.state == RunOutcome.ERROR and outcome.error is not None:
         raise outcome.error
-    return WorkflowHandle(runtime, request.workflow_id).wait_result()
+    return handle.wait_result()

@@ -9,7 +9,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from decimal import Decimal
 from typing import Any
+
+from pydantic import BaseModel
 
 from celery_durable import StepStatus
 from celery_durable.errors import MaxStepRetriesExceeded
@@ -141,3 +144,15 @@ def attempts(workflow_id: str) -> list[tuple[int, int, float]]:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class Invoice(BaseModel):
+    number: int
+    amount: Decimal
+
+
+@durable.workflow(validate_args=True)
+def invoice_copies(invoice: Invoice, copies: int) -> Invoice:
+    """Validated in the caller; the model crosses the store and the broker as itself."""
+    assert isinstance(invoice, Invoice)
+    return Invoice(number=invoice.number, amount=invoice.amount * copies)
