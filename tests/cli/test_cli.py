@@ -239,6 +239,15 @@ def test_resume_re_enqueues_and_publishes(cli_app: ModuleType) -> None:
     assert printed == api(status)
 
 
+def test_resume_can_send_a_workflow_to_another_queue(cli_app: ModuleType) -> None:
+    workflow_id = enqueued(cli_app)
+    other = f"{CLI_ENV['DURABLE_TEST_QUEUE']}-other"
+    printed = cli_json(cli_app, "resume", workflow_id, "--queue", other)
+    assert printed["queue"] == other
+    assert int(broker().llen(other)) == 1
+    broker().delete(other)
+
+
 def test_fork_copies_the_first_steps_under_a_new_id(
     cli_app: ModuleType, finished: dict[str, str]
 ) -> None:
