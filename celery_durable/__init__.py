@@ -1,5 +1,6 @@
 """celery-durable: durable workflows for Celery, checkpointed in Postgres."""
 
+from .annotations import pydantic_args_validator
 from .errors import (
     AwaitedWorkflowCancelled,
     AwaitedWorkflowMaxRecoveryAttemptsExceeded,
@@ -61,6 +62,7 @@ __all__ = [
     "WorkflowStatusString",
     "WorkflowTimeoutError",
     "__version__",
+    "pydantic_args_validator",
     "step_checkpointed",
     "step_retries_exhausted",
     "step_retrying",

@@ -32,6 +32,9 @@ TERMINAL_STATUSES = frozenset(
 )
 ACTIVE_STATUSES = frozenset({WorkflowState.ENQUEUED, WorkflowState.PENDING})
 FINISHED_STATUSES = frozenset({WorkflowState.SUCCESS, WorkflowState.ERROR})
+#: ``wake_at_ms`` of a workflow waiting for its children: never due by itself, woken by
+#: the end of the last child it awaits (or past its deadline, to be cancelled)
+WAIT_FOR_CHILDREN_MS = 1 << 62
 
 
 class StepState(StrEnum):

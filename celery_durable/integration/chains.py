@@ -120,11 +120,13 @@ def run_step_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any) 
             raise Ignore() from None
     step_id = int(step_id)
     last = not request.chain
+    codec = task.durable_annotations  # arguments from JSON back into their annotated types
+    args, kwargs = codec.load_args(tuple(args), dict(kwargs))
     outcome = run_chain_step(
-        runtime, workflow_id, step_id, task.name, task.run, tuple(args), dict(kwargs),
+        runtime, workflow_id, step_id, task.name, task.run, args, kwargs,
         policy=task.durable_policy, last=last,
         transaction=task.durable_kind == WorkflowKind.TRANSACTION,
-        isolation_level=task.durable_isolation_level,
+        isolation_level=task.durable_isolation_level, codec=codec,
     )  # fmt: skip
     if outcome.outcome == ChainOutcome.SUCCESS:
         return outcome.value

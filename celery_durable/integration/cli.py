@@ -339,21 +339,51 @@ def cancel(ctx: click.Context, workflow_id: str, as_json: bool) -> None:
     emit(as_json, wf, lambda: after(f"workflow {workflow_id}: {done}", wf))
 
 
+def queue_option(group: str) -> Callable[[F], F]:
+    return click.option(
+        "--queue",
+        cls=CeleryOption,
+        default=None,
+        help_group=group,
+        help="Send it to this queue (a code workflow; default: its own).",
+    )
+
+
 @workflow_command
-def resume(ctx: click.Context, workflow_id: str, as_json: bool) -> None:
+@queue_option("Resume Options")
+def resume(ctx: click.Context, workflow_id: str, queue: str | None, as_json: bool) -> None:
     """Re-enqueue a workflow from its first incomplete step, unless it finished or a live
     worker still runs it (prints what was done, and its status afterwards)."""
     d = get_durable(ctx)
-    done = RESUME_SAYS[d.resume(workflow_id)]
+    done = RESUME_SAYS[d.resume(workflow_id, queue)]
     wf = existing(d, workflow_id)
     emit(as_json, wf, lambda: after(f"workflow {workflow_id}: {done}", wf))
 
 
 @workflow_command
 @count_option("--start-step", 0, "Fork Options", "Reuse the outputs of the steps before this one.")
-def fork(ctx: click.Context, workflow_id: str, start_step: int, as_json: bool) -> None:
+@click.option(
+    "--timeout",
+    cls=CeleryOption,
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help_group="Fork Options",
+    help="Seconds the copy may run (from now) before it is cancelled.",
+)
+@queue_option("Fork Options")
+def fork(
+    ctx: click.Context,
+    workflow_id: str,
+    start_step: int,
+    timeout: float | None,
+    queue: str | None,
+    as_json: bool,
+) -> None:
     """Start a copy of a workflow under a new id (prints the new workflow's status)."""
-    wf = get_durable(ctx).fork_workflow(workflow_id, start_step=start_step).get_status()
+    handle = get_durable(ctx).fork_workflow(
+        workflow_id, start_step=start_step, timeout_seconds=timeout, queue=queue
+    )
+    wf = handle.get_status()
     emit(as_json, wf, lambda: after(f"forked {workflow_id} as {wf.workflow_id}", wf))
 
 

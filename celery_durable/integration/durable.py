@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 import weakref
@@ -10,9 +11,10 @@ from typing import Any
 
 from celery import Celery
 
+from ..annotations import VALIDATE_MARK
 from ..errors import NonExistentWorkflow
 from ..policy import RetryPolicy
-from ..runtime import management
+from ..runtime import children, management
 from ..runtime.context import current_workflow, sql_session, step_status
 from ..runtime.executor import Heartbeat
 from ..runtime.handle import WorkflowHandle
@@ -38,9 +40,9 @@ from .tasks import DurableTask
 from .worker import DurableHeartbeat, connect_signals
 
 _TASK_OPTION_DEFAULTS = {"shared": False}
-WORKFLOW_OPTIONS = ("name", "max_recovery_attempts")
-STEP_OPTIONS = ("name", "policy", *POLICY_OPTIONS, *DBOS_OPTIONS)
-TRANSACTION_OPTIONS = ("name", "isolation_level")
+WORKFLOW_OPTIONS = ("name", "max_recovery_attempts", "validate_args")
+STEP_OPTIONS = ("name", "validate_args", "policy", *POLICY_OPTIONS, *DBOS_OPTIONS)
+TRANSACTION_OPTIONS = ("name", "isolation_level", "validate_args")
 
 
 class Durable(DurableOperations):
@@ -114,7 +116,7 @@ class Durable(DurableOperations):
         store = self._given_store or Store(
             normalize_url(s.database_url), retry_timeout=s.db_retry_timeout, pool_size=s.pool_size
         )
-        return Runtime(
+        runtime = Runtime(
             store,
             Serializer(KOMBU_JSON, s.serializer),
             RuntimeSettings(
@@ -127,6 +129,8 @@ class Durable(DurableOperations):
             ),
             SignalEvents(self),
         )
+        runtime.publish = lambda record: self.republish(record)
+        return runtime
 
     def rebind(
         self, store: DurableStore | None, overrides: dict[str, Any] | None = None
@@ -147,7 +151,8 @@ class Durable(DurableOperations):
 
     @property
     def republish(self) -> Republisher:
-        """Sends a recorded workflow's message again (recovery, resume, fork)."""
+        """Sends a recorded workflow's message again (recovery, resume, fork, a waking
+        parent)."""
         if self._republisher is None:
             self._republisher = Republisher(self.app, self.runtime, self.send_task)
         return self._republisher
@@ -170,16 +175,25 @@ class Durable(DurableOperations):
 
     # decorators ---------------------------------------------------------
     def _task(self, fn: Callable[..., Any], attrs: dict[str, Any], options: dict[str, Any]) -> Any:
-        opts = {**_TASK_OPTION_DEFAULTS, **options, **attrs}
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"{fn.__qualname__} is an async function: durable workflows and steps are "
+                "plain functions (run async code with asyncio.run inside a step)"
+            )
+        validate = options.pop("validate_args", False) or getattr(fn, VALIDATE_MARK, False)
+        opts = {**_TASK_OPTION_DEFAULTS, **options, **attrs, "durable_validate_args": validate}
         return self.app.task(base=DurableTask, durable=self, **opts)(fn)
 
     def workflow(
         self,
         name: str | None = None,
         max_recovery_attempts: int | None = -1,
+        *,
+        validate_args: bool = False,
         **task_options: Any,
     ) -> Callable[[Callable[..., Any]], Any]:
-        """Make ``fn`` a durable workflow (and a Celery task)."""
+        """Make ``fn`` a durable workflow (and a Celery task). ``validate_args`` checks and
+        coerces arguments against its type hints in the caller (pydantic)."""
         # -1 (the default) means "the durable_default_max_recovery_attempts setting"
         limit = max_recovery_attempts
         if limit is not None and limit < -1:
@@ -188,7 +202,8 @@ class Durable(DurableOperations):
 
         def decorate(fn: Callable[..., Any]) -> Any:
             attrs = {"durable_kind": WorkflowKind.WORKFLOW, "durable_max_recovery_attempts": limit}
-            return self._task(fn, attrs, {"name": name, **celery} if name else celery)
+            options = {"validate_args": validate_args, **celery}
+            return self._task(fn, attrs, {"name": name, **options} if name else options)
 
         return decorate
 
@@ -206,6 +221,7 @@ class Durable(DurableOperations):
         retries_allowed: bool | None = None,
         max_attempts: int | None = None,
         name: str | None = None,
+        validate_args: bool = False,
         **task_options: Any,
     ) -> Callable[[Callable[..., Any]], Any]:
         """Make ``fn`` a checkpointed step with a DBOS-style retry policy (and a Celery task).
@@ -227,12 +243,18 @@ class Durable(DurableOperations):
 
         def decorate(fn: Callable[..., Any]) -> Any:
             attrs = {"durable_kind": WorkflowKind.STEP, "durable_policy": chosen}
-            return self._task(fn, attrs, {"name": name, **celery} if name else celery)
+            options = {"validate_args": validate_args, **celery}
+            return self._task(fn, attrs, {"name": name, **options} if name else options)
 
         return decorate
 
     def transaction(
-        self, isolation_level: str | None = None, name: str | None = None, **task_options: Any
+        self,
+        isolation_level: str | None = None,
+        name: str | None = None,
+        *,
+        validate_args: bool = False,
+        **task_options: Any,
     ) -> Callable[[Callable[..., Any]], Any]:
         """A step run in one database transaction with its checkpoint: ``durable.sql_session``."""
         allowed = {None, "SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED", "READ UNCOMMITTED"}
@@ -245,7 +267,8 @@ class Durable(DurableOperations):
                 "durable_kind": WorkflowKind.TRANSACTION,
                 "durable_isolation_level": isolation_level,
             }
-            return self._task(fn, attrs, {"name": name, **celery} if name else celery)
+            options = {"validate_args": validate_args, **celery}
+            return self._task(fn, attrs, {"name": name, **options} if name else options)
 
         return decorate
 
@@ -280,12 +303,22 @@ class Durable(DurableOperations):
         if not isinstance(getattr(fn, "durable_kind", None), WorkflowKind):
             raise TypeError(f"{fn!r} is not a durable workflow, step or transaction")
         result = fn.apply_async(args, kwargs)
-        return WorkflowHandle(self.runtime, result.id)
+        return WorkflowHandle(self.runtime, result.id, fn.durable_annotations)
+
+    def gather(self, handles: Sequence[WorkflowHandle], timeout: float | None = None) -> Any:
+        """The results of several workflows, in order, once all have ended; the first error
+        in order is raised. Inside a workflow it is one recorded step, and a parent on a
+        worker waits for all its children with one suspension (``timeout`` unused there)."""
+        return children.gather(self.runtime, [h.workflow_id for h in handles], timeout)
 
     def retrieve_workflow(self, workflow_id: str) -> WorkflowHandle:
         """A handle by workflow id, or by the task id of any link of a durable chain
         (``chain(...).apply_async().id`` is the last link's)."""
-        return management.retrieve(self.runtime, workflow_id)
+        handle = management.retrieve(self.runtime, workflow_id)
+        record = self.store.get_workflow(handle.workflow_id)
+        task = self.app.tasks.get(record.name) if record is not None else None
+        codec = getattr(task, "durable_annotations", None)  # a workflow this app knows
+        return WorkflowHandle(self.runtime, handle.workflow_id, codec)
 
     def get_workflow_status(self, workflow_id: str) -> WorkflowStatus | None:
         return management.get_status(self.runtime, workflow_id)
@@ -319,30 +352,45 @@ class Durable(DurableOperations):
         return management.list_steps(self.runtime, workflow_id)
 
     # management ----------------------------------------------------------
-    def resume_workflow(self, workflow_id: str) -> WorkflowHandle:
+    def resume_workflow(self, workflow_id: str, queue: str | None = None) -> WorkflowHandle:
         """Re-enqueue an unfinished workflow from its first incomplete step.
 
         Counts one recovery attempt; a cancelled or dead-lettered workflow starts its count
         anew. A finished workflow, or one a live worker still runs, is left as it is
-        (``resume`` says which).
+        (``resume`` says which). ``queue`` sends a code workflow to another queue.
         """
-        self.resume(workflow_id)
+        self.resume(workflow_id, queue)
         return WorkflowHandle(self.runtime, workflow_id)
 
-    def resume(self, workflow_id: str) -> ResumeOutcome:
+    def resume(self, workflow_id: str, queue: str | None = None) -> ResumeOutcome:
         """``resume_workflow``, returning RESUMED, RUNNING (a live executor runs it: left
         alone) or FINISHED."""
-        return management.resume(self.runtime, workflow_id, self.republish)
+        return management.resume(self.runtime, workflow_id, self.republish, queue)
 
     def cancel_workflow(self, workflow_id: str) -> None:
         """End an unfinished workflow as CANCELLED; it starts no further step once noticed
         (a step body already running finishes, but its output is not recorded)."""
         management.cancel(self.runtime, workflow_id)
 
-    def fork_workflow(self, workflow_id: str, start_step: int = 0) -> WorkflowHandle:
+    def fork_workflow(
+        self,
+        workflow_id: str,
+        start_step: int = 0,
+        *,
+        timeout_seconds: float | None = None,
+        queue: str | None = None,
+    ) -> WorkflowHandle:
         """Start a copy of a workflow under a new id that reuses the outputs of its first
-        ``start_step`` steps and runs the rest again."""
-        new_id = management.fork(self.runtime, workflow_id, start_step, self.republish)
+        ``start_step`` steps and runs the rest again, with its own timeout (counted from
+        now) and queue (default: the source's; a code workflow's)."""
+        new_id = management.fork(
+            self.runtime,
+            workflow_id,
+            start_step,
+            self.republish,
+            timeout_seconds=timeout_seconds,
+            queue=queue,
+        )
         return WorkflowHandle(self.runtime, new_id)
 
     def recover(self) -> RecoveryReport:

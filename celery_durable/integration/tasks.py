@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from celery import Task
 from celery.exceptions import Ignore
 
+from ..annotations import Annotations
 from ..policy import RetryPolicy
-from ..runtime.context import current_workflow
+from ..runtime.children import start_child
+from ..runtime.context import WorkflowContext, current_workflow
 from ..runtime.options import current_timeout, take_workflow_id
 from ..runtime.steps import run_step, run_transaction
 from ..runtime.workflows import StartRequest, execute, record_start, run_direct
@@ -37,20 +39,26 @@ class DurableTask(Task):  # type: ignore[misc]
     durable_policy: RetryPolicy = RetryPolicy()
     durable_isolation_level: str | None = None
     durable_max_recovery_attempts: int | None = None
+    durable_validate_args: bool = False
 
-    # the durable body ---------------------------------------------------
-    def durable_body(self) -> Callable[..., Any]:
-        """The function a workflow run executes: the workflow, or a step wrapped as one."""
-        runtime = self.durable.runtime
-        if self.durable_kind == WorkflowKind.STEP:
-            return lambda *a, **kw: run_step(
-                runtime, self.name, self.run, a, kw, self.durable_policy
-            )
-        if self.durable_kind == WorkflowKind.TRANSACTION:
-            return lambda *a, **kw: run_transaction(
-                runtime, self.name, self.run, a, kw, self.durable_isolation_level
-            )
-        return self.run  # type: ignore[no-any-return]
+    # arguments and results ----------------------------------------------
+    @property
+    def durable_annotations(self) -> Annotations:
+        """The function's type hints (read once): validation, and annotated values through
+        JSON as their own types."""
+        found: Annotations | None = self.__dict__.get("_durable_annotations")
+        if found is None:
+            found = self.__dict__["_durable_annotations"] = Annotations(self.run)
+        return found
+
+    def durable_inputs(self, args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """In the caller: the arguments validated (``validate_args``), then as JSON-able
+        data; invalid ones raise ``pydantic.ValidationError`` before anything is written."""
+        args, kwargs = tuple(args or ()), dict(kwargs or {})
+        annotations = self.durable_annotations
+        if self.durable_validate_args:
+            args, kwargs = annotations.validate(args, kwargs)
+        return annotations.dump_args(args, kwargs)
 
     def start_request(
         self, workflow_id: str, args: Any, kwargs: Any, queue: str | None = None
@@ -79,31 +87,42 @@ class DurableTask(Task):  # type: ignore[misc]
 
     def _call_directly(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         runtime = self.durable.runtime
+        codec = self.durable_annotations
+        if self.durable_validate_args:
+            args, kwargs = codec.validate(args, kwargs)
         if self.durable_kind == WorkflowKind.STEP:
-            return run_step(runtime, self.name, self.run, args, kwargs, self.durable_policy)
+            policy = self.durable_policy
+            return run_step(runtime, self.name, self.run, args, kwargs, policy, codec)
         if self.durable_kind == WorkflowKind.TRANSACTION:
-            return run_transaction(
-                runtime, self.name, self.run, args, kwargs, self.durable_isolation_level
-            )
+            isolation = self.durable_isolation_level
+            return run_transaction(runtime, self.name, self.run, args, kwargs, isolation, codec)
         workflow_id = take_workflow_id()
         parent = current_workflow()
-        if workflow_id is None and parent is not None and not parent.in_step:
-            # a child workflow: its id follows from the parent's, so a replay finds it
-            workflow_id = f"{parent.workflow_id}-{parent.next_step_id()}"
-        request = self.start_request(workflow_id or str(uuid.uuid4()), args, kwargs)
-        return run_direct(runtime, request, self.run)
+        stored_args, stored_kwargs = codec.dump_args(args, kwargs)
+        request = self.start_request(workflow_id or str(uuid.uuid4()), stored_args, stored_kwargs)
+        if parent is not None and not parent.in_step:
+            # a child run here: its id follows from the parent's, so a replay finds it
+            child_id = workflow_id or f"{parent.workflow_id}-{parent.next_step_id()}"
+            request = replace(
+                request,
+                workflow_id=child_id,
+                parent_workflow_id=parent.workflow_id,
+                parent_deadline_ms=parent.deadline_ms,
+            )
+        return run_direct(runtime, request, self.run, codec)
 
     def _run_on_worker(self, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.durable_kind != WorkflowKind.WORKFLOW:
             return run_step_on_worker(self, request, args, kwargs)
         runtime = self.durable.runtime
         workflow_id: str = request.id
-        outcome = execute(runtime, workflow_id, self.name, self.durable_body(), can_suspend=True)
+        codec = self.durable_annotations
+        outcome = execute(runtime, workflow_id, self.name, self.run, can_suspend=True, codec=codec)
         if outcome.state == RunOutcome.SKIPPED and outcome.record is None:
             # published without a row (send_task, apply()): record it, then run it
             record_start(runtime, self.start_request(workflow_id, args, kwargs))
             outcome = execute(
-                runtime, workflow_id, self.name, self.durable_body(), can_suspend=True
+                runtime, workflow_id, self.name, self.run, can_suspend=True, codec=codec
             )
         if (
             outcome.state == RunOutcome.SKIPPED
@@ -116,10 +135,10 @@ class DurableTask(Task):  # type: ignore[misc]
                 self.name, workflow_id, workflow_id, outcome.record.name,
             )  # fmt: skip
         if outcome.state == RunOutcome.SUCCESS:
-            return outcome.value
+            return codec.dump_result(outcome.value)  # Celery's result backend takes JSON
         if outcome.state == RunOutcome.ERROR and outcome.error is not None:
             raise outcome.error
-        if outcome.state == RunOutcome.SUSPENDED:
+        if outcome.state == RunOutcome.SUSPENDED and outcome.delay is not None:
             queue = outcome.record.queue if outcome.record else None
             self.publish(workflow_id, args, kwargs, countdown=outcome.delay, queue=queue)
         # suspended, or a duplicate delivery of a workflow someone else runs or ran
@@ -148,6 +167,10 @@ class DurableTask(Task):  # type: ignore[misc]
         """
         if DURABLE_HEADER in (options.get("headers") or {}):
             return send(self, args, kwargs, task_id=task_id, **options)
+        args, kwargs = self.durable_inputs(args, kwargs)
+        parent = current_workflow()
+        if parent is not None and not parent.in_step:
+            return self._start_child(parent, args, kwargs, task_id, options)
         if self.durable_kind != WorkflowKind.WORKFLOW:
             return start_chain(self, args, kwargs, task_id, options)
         runtime = self.durable.runtime
@@ -161,3 +184,23 @@ class DurableTask(Task):  # type: ignore[misc]
         except BaseException:
             runtime.store.delete_workflow(workflow_id)
             raise
+
+    def _start_child(
+        self, parent: WorkflowContext, args: Any, kwargs: Any, task_id: str | None, options: Any
+    ) -> Any:
+        """Inside a workflow: start this workflow as its child, recorded as its step."""
+        if self.durable_kind != WorkflowKind.WORKFLOW:
+            raise TypeError(
+                f"{self.name} is a durable step: inside a workflow, call it to run it as a "
+                "checkpointed step; start_workflow/delay/apply_async start child workflows"
+            )
+        queue = options.get("queue")
+        child_id = start_child(
+            self.durable.runtime,
+            parent,
+            self.name,
+            task_id or take_workflow_id(),
+            lambda workflow_id: self.start_request(workflow_id, args, kwargs, queue=queue),
+            lambda request: self.publish(request.workflow_id, args, kwargs, **options),
+        )
+        return self.AsyncResult(child_id)

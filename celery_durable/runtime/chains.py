@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..annotations import Annotations
 from ..errors import ConflictingWorkflowError, WorkflowTimeoutError
 from ..policy import Retry, RetryPolicy
 from ..types import (
@@ -109,8 +110,13 @@ def run_chain_step(
     last: bool,
     transaction: bool = False,
     isolation_level: str | None = None,
+    codec: Annotations | None = None,
 ) -> ChainStepResult:
-    """Lease the step, run one attempt, and commit its output (the next step is then due)."""
+    """Lease the step, run one attempt, and commit its output (the next step is then due).
+    With ``codec`` an annotated output is stored, and handed on, as JSON-able data."""
+    if codec is not None:
+        body = fn
+        fn = lambda *a, **kw: codec.dump_result(body(*a, **kw))  # noqa: E731
     executor_id = runtime.executor_id()
     claimed = runtime.store.claim_chain_step(
         workflow_id, step_id, name, executor_id, runtime.stale_before_ms

@@ -35,11 +35,13 @@ class WorkflowContext:
 
 
 class SuspendWorkflow(BaseException):
-    """Raised to hand a long retry wait back to the broker; never seen by user code."""
+    """Raised to give the worker slot back during a long wait: a retry ``delay`` seconds
+    away, or the end of ``children``; never seen by user code."""
 
-    def __init__(self, delay: float) -> None:
-        super().__init__(delay)
+    def __init__(self, delay: float = 0.0, children: tuple[str, ...] = ()) -> None:
+        super().__init__(delay, children)
         self.delay = delay
+        self.children = children
 
 
 class ProcessDeath(BaseException):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..annotations import Annotations
 from ..errors import (
     AwaitedWorkflowCancelled,
     AwaitedWorkflowMaxRecoveryAttemptsExceeded,
@@ -17,6 +18,8 @@ from ..types import (
     WorkflowStatus,
     ms_to_datetime,
 )
+from .children import AWAIT_STEP, await_children, results
+from .context import current_workflow
 from .runtime import Runtime
 
 
@@ -81,9 +84,12 @@ def to_step_info(runtime: Runtime, record: StepRecord) -> StepInfo:
 class WorkflowHandle:
     """A reference to one workflow; every call reads the store (never Celery's backend)."""
 
-    def __init__(self, runtime: Runtime, workflow_id: str) -> None:
+    def __init__(
+        self, runtime: Runtime, workflow_id: str, codec: Annotations | None = None
+    ) -> None:
         self._runtime = runtime
         self.workflow_id = workflow_id
+        self._codec = codec  # the workflow's annotations: its result back in its type
 
     def __repr__(self) -> str:
         return f"<WorkflowHandle {self.workflow_id}>"
@@ -103,8 +109,19 @@ class WorkflowHandle:
     def get_result(self, timeout: float | None = None, poll_interval: float | None = None) -> Any:
         """Wait for the workflow to end; return its output or raise its error.
 
-        Raises TimeoutError when ``timeout`` seconds pass first.
+        Raises TimeoutError when ``timeout`` seconds pass first. Inside a workflow it is a
+        recorded step (a replay gets the result at once), waits until the child ends
+        (``timeout`` is not used: the workflow's own deadline bounds it), and on a worker
+        gives the slot back while it waits long.
         """
+        ctx = current_workflow()
+        if ctx is not None and not ctx.in_step:
+            outcomes = await_children(self._runtime, ctx, [self.workflow_id], AWAIT_STEP)
+            return self._typed(results(self._runtime, outcomes)[0])
+        return self.wait_result(timeout, poll_interval)
+
+    def wait_result(self, timeout: float | None = None, poll_interval: float | None = None) -> Any:
+        """``get_result`` from outside any workflow: polls the store, records nothing."""
         clock = self._runtime.clock
         deadline = None if timeout is None else clock.monotonic() + timeout
         interval = poll_interval or self._runtime.settings.poll_interval
@@ -112,7 +129,9 @@ class WorkflowHandle:
         while True:
             record = self._record()
             if record.status == WorkflowState.SUCCESS:
-                return self._runtime.serializer.loads(record.output, what="workflow output")
+                return self._typed(
+                    self._runtime.serializer.loads(record.output, what="workflow output")
+                )
             if record.status == WorkflowState.ERROR:
                 raise self._runtime.serializer.loads_exception(record.error or "{}")
             if record.status == WorkflowState.CANCELLED:
@@ -127,3 +146,6 @@ class WorkflowHandle:
                 wait if deadline is None else max(0.0, min(wait, deadline - clock.monotonic()))
             )
             wait = min(wait * 2, interval)
+
+    def _typed(self, value: Any) -> Any:
+        return value if self._codec is None else self._codec.load_result(value)

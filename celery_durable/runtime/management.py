@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 
 from ..errors import NonExistentWorkflow, UnknownWorkflowError
 from ..types import (
@@ -24,6 +25,7 @@ from ..types import (
 from .handle import WorkflowHandle, to_status, to_step_info
 from .recovery import Publisher
 from .runtime import Runtime
+from .workflows import wake_parent
 
 log = logging.getLogger("celery_durable.management")
 
@@ -81,15 +83,18 @@ def list_steps(runtime: Runtime, workflow_id: str) -> list[StepInfo]:
     return [to_step_info(runtime, steps[k]) for k in sorted(steps)]
 
 
-def resume(runtime: Runtime, workflow_id: str, publish: Publisher) -> ResumeOutcome:
-    """Re-enqueue from the first incomplete step unless it finished or a live executor runs
-    it (see ``DurableStore.resume_workflow``); publishes and reports what it resumed."""
-    found = runtime.store.resume_workflow(workflow_id, runtime.stale_before_ms)
+def resume(
+    runtime: Runtime, workflow_id: str, publish: Publisher, queue: str | None = None
+) -> ResumeOutcome:
+    """Re-enqueue from the first incomplete step (on ``queue``, if given) unless it finished
+    or a live executor runs it (see ``DurableStore.resume_workflow``); publishes and
+    reports what it resumed."""
+    found = runtime.store.resume_workflow(workflow_id, runtime.stale_before_ms, queue=queue)
     if found is None:
         raise NonExistentWorkflow(workflow_id)
     record, outcome = found
     if outcome is ResumeOutcome.RESUMED:
-        publish(record)
+        publish(record if queue is None else replace(record, queue=queue))
         attempts = record.recovery_attempts + 1 if record.status in ACTIVE_STATUSES else 1
         runtime.events.workflow_recovered(workflow_id=workflow_id, recovery_attempts=attempts)
     elif outcome is ResumeOutcome.RUNNING:
@@ -103,18 +108,31 @@ def resume(runtime: Runtime, workflow_id: str, publish: Publisher) -> ResumeOutc
 def cancel(runtime: Runtime, workflow_id: str) -> None:
     """End an unfinished workflow CANCELLED. Its owner is kept: a run inside a step body
     finishes that body, records nothing, and gives the workflow up."""
-    existing(runtime, workflow_id)
-    runtime.store.set_status(
+    record = existing(runtime, workflow_id)
+    if runtime.store.set_status(
         workflow_id, WorkflowState.CANCELLED, only_from=list(ACTIVE_STATUSES), keep_owner=True
-    )
+    ):
+        wake_parent(runtime, record.parent_workflow_id)
 
 
-def fork(runtime: Runtime, workflow_id: str, start_step: int, publish: Publisher) -> str:
-    """Copy a workflow under a new id reusing its first ``start_step`` step outputs;
-    publishes the copy and returns its id."""
+def fork(
+    runtime: Runtime,
+    workflow_id: str,
+    start_step: int,
+    publish: Publisher,
+    *,
+    timeout_seconds: float | None = None,
+    queue: str | None = None,
+) -> str:
+    """Copy a workflow under a new id reusing its first ``start_step`` step outputs, with
+    its own timeout (from now) and queue (None: the source's); publishes the copy and
+    returns its id."""
     existing(runtime, workflow_id)
     new_id = str(uuid.uuid4())
-    runtime.store.fork_workflow(workflow_id, new_id, start_step)
+    deadline = None
+    if timeout_seconds is not None:
+        deadline = runtime.clock.now_ms() + int(timeout_seconds * 1000)
+    runtime.store.fork_workflow(workflow_id, new_id, start_step, deadline_ms=deadline, queue=queue)
     publish(existing(runtime, new_id))
     return new_id
 
@@ -132,6 +150,7 @@ def fail_unknown(runtime: Runtime, workflow_id: str, name: str, step_id: int | N
     elif record.name != name:
         return
     error = runtime.serializer.dumps_exception(UnknownWorkflowError(name))
-    runtime.store.set_status(
+    if runtime.store.set_status(
         workflow_id, WorkflowState.ERROR, only_from=list(ACTIVE_STATUSES), error=error
-    )
+    ):
+        wake_parent(runtime, record.parent_workflow_id)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ..errors import MaxRecoveryAttemptsExceeded, WorkflowTimeoutError
 from ..types import RecoveryAction, WorkflowKind, WorkflowRecord
 from .runtime import Runtime, log
+from .workflows import wake_parent
 
 
 @dataclass
@@ -48,6 +49,7 @@ def _follow_up(
         runtime.events.workflow_dead_lettered(
             workflow_id=record.workflow_id, recovery_attempts=attempts
         )
+        wake_parent(runtime, record.parent_workflow_id)
         return
     try:
         publish(record)

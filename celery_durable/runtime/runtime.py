@@ -6,11 +6,12 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..serialization import Serializer
 from ..store.interface import DurableStore
-from ..types import ExecutorRecord, ExecutorState
+from ..types import ExecutorRecord, ExecutorState, WorkflowRecord
 from .events import Events
 from .executor import Heartbeat, new_executor_id
 
@@ -41,6 +42,9 @@ class Runtime:
     ) -> None:
         self.store = store
         self.events = events or Events()
+        # sends a recorded workflow's message (integration's, set once it is built): the
+        # runtime publishes when a child's end wakes its parent
+        self.publish: Callable[[WorkflowRecord], None] | None = None
         self.clock = store.clock  # one clock for what is stored and for every wait
         self.serializer = serializer
         self.settings = settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..annotations import Annotations
 from ..errors import (
     NonDeterministicWorkflowError,
     WorkflowCancelledError,
@@ -21,6 +22,8 @@ from .context import (
 )
 from .runtime import Runtime
 
+Codec = Annotations | None  # a step's annotated output through JSON (annotations.py)
+
 SLEEP_STEP = "durable.sleep"
 # a checkpoint this recent stands for a status check before the next step (check_running)
 CONFIRMED_FOR_MS = 100
@@ -28,17 +31,23 @@ CONFIRMED_FOR_MS = 100
 CANCEL_POLL_SECONDS = 1.0
 
 
-def _replayed(ctx: WorkflowContext, step_id: int, name: str) -> StepRecord | None:
+def replayed(ctx: WorkflowContext, step_id: int, name: str) -> StepRecord | None:
     record = ctx.replay.get(step_id)
     if record is not None and record.name != name:
         raise NonDeterministicWorkflowError(ctx.workflow_id, step_id, record.name, name)
     return record
 
 
-def _stored_result(runtime: Runtime, record: StepRecord) -> Any:
+def _stored_result(runtime: Runtime, record: StepRecord, codec: Codec = None) -> Any:
     if record.status == StepState.ERROR:
         raise runtime.serializer.loads_exception(record.error or "{}")
-    return runtime.serializer.loads(record.output, what=f"output of step {record.name!r}")
+    value = runtime.serializer.loads(record.output, what=f"output of step {record.name!r}")
+    return value if codec is None else codec.load_result(value)
+
+
+def _encoded_output(runtime: Runtime, name: str, result: Any, codec: Codec) -> str:
+    value = result if codec is None else codec.dump_result(result)
+    return runtime.serializer.dumps(value, what=f"the output of step {name!r}")
 
 
 def check_running(runtime: Runtime, ctx: WorkflowContext) -> None:
@@ -108,19 +117,21 @@ def run_step(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     policy: RetryPolicy,
+    codec: Codec = None,
 ) -> Any:
-    """Run a step: checkpointed inside a workflow, plain (with retries) outside one."""
+    """Run a step: checkpointed inside a workflow, plain (with retries) outside one.
+    ``codec`` carries an annotated output through JSON (see annotations.py)."""
     ctx = current_workflow()
     if ctx is None or ctx.in_step:
-        return _run_attempts(runtime, None, -1, name, fn, args, kwargs, policy, [])
+        return _run_attempts(runtime, None, -1, name, fn, args, kwargs, policy, [], codec)
     step_id = ctx.next_step_id()
-    record = _replayed(ctx, step_id, name)
+    record = replayed(ctx, step_id, name)
     if record is not None and record.status in ENDED_STEPS:
-        return _stored_result(runtime, record)
+        return _stored_result(runtime, record, codec)
     prior = [
         runtime.serializer.loads_exception(e) for e in (record.attempt_errors if record else ())
     ]
-    return _run_attempts(runtime, ctx, step_id, name, fn, args, kwargs, policy, prior)
+    return _run_attempts(runtime, ctx, step_id, name, fn, args, kwargs, policy, prior, codec)
 
 
 def _run_attempts(
@@ -133,6 +144,7 @@ def _run_attempts(
     kwargs: dict[str, Any],
     policy: RetryPolicy,
     errors: list[BaseException],
+    codec: Codec,
 ) -> Any:
     attempt = len(errors)
     started = runtime.clock.now_ms()
@@ -179,7 +191,7 @@ def _run_attempts(
             continue
         if ctx is None:
             return result
-        return _checkpoint_output(runtime, ctx, step_id, name, result, attempt + 1, started)
+        return _checkpoint_output(runtime, ctx, step_id, name, result, attempt + 1, started, codec)
 
 
 def _checkpoint_output(
@@ -190,8 +202,9 @@ def _checkpoint_output(
     result: Any,
     attempts: int,
     started: int,
+    codec: Codec,
 ) -> Any:
-    output = runtime.serializer.dumps(result, what=f"the output of step {name!r}")
+    output = _encoded_output(runtime, name, result, codec)
     record = StepRecord(
         workflow_id=ctx.workflow_id,
         step_id=step_id,
@@ -206,16 +219,20 @@ def _checkpoint_output(
         ctx.confirmed_ms = record.completed_at_ms or 0
         runtime.events.step_checkpointed(workflow_id=ctx.workflow_id, step_id=step_id, name=name)
         return result
-    return _recorded_elsewhere(runtime, ctx, step_id)
+    return recorded_elsewhere(runtime, ctx, step_id, codec)
 
 
-def _recorded_elsewhere(runtime: Runtime, ctx: WorkflowContext, step_id: int) -> Any:
+def recorded_elsewhere(
+    runtime: Runtime, ctx: WorkflowContext, step_id: int, codec: Codec = None
+) -> Any:
     """The checkpoint was refused: another run recorded this step first (its output is the
-    one that counts), or the workflow was cancelled meanwhile."""
+    one that counts), or the workflow passed its deadline or was cancelled meanwhile."""
     stored = runtime.store.load_steps(ctx.workflow_id).get(step_id)
     if stored is None or stored.status not in ENDED_STEPS:
+        if ctx.deadline_ms is not None and runtime.clock.now_ms() > ctx.deadline_ms:
+            raise WorkflowTimeoutError(ctx.workflow_id)
         raise WorkflowCancelledError(ctx.workflow_id)
-    return _stored_result(runtime, stored)
+    return _stored_result(runtime, stored, codec)
 
 
 def _checkpoint_error(
@@ -248,6 +265,7 @@ def run_transaction(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     isolation_level: str | None,
+    codec: Codec = None,
 ) -> Any:
     """Run ``fn`` with ``durable.sql_session``; its checkpoint commits with its statements."""
     ctx = current_workflow()
@@ -256,9 +274,9 @@ def run_transaction(
     step_id = -1
     if ctx is not None:
         step_id = ctx.next_step_id()
-        record = _replayed(ctx, step_id, name)
+        record = replayed(ctx, step_id, name)
         if record is not None and record.status in ENDED_STEPS:
-            return _stored_result(runtime, record)
+            return _stored_result(runtime, record, codec)
         check_running(runtime, ctx)
     started = runtime.clock.now_ms()
     status = StepStatus(step_id, 0, 1)
@@ -278,7 +296,7 @@ def run_transaction(
             step_id=step_id,
             name=name,
             status=StepState.SUCCESS,
-            output=runtime.serializer.dumps(result, what=f"the output of step {name!r}"),
+            output=_encoded_output(runtime, name, result, codec),
             attempts=1,
             started_at_ms=started,
             completed_at_ms=runtime.clock.now_ms(),
@@ -297,7 +315,7 @@ def run_transaction(
         ctx.confirmed_ms = runtime.clock.now_ms()
         runtime.events.step_checkpointed(workflow_id=ctx.workflow_id, step_id=step_id, name=name)
         return result
-    return _recorded_elsewhere(runtime, ctx, step_id)
+    return recorded_elsewhere(runtime, ctx, step_id, codec)
 
 
 def durable_sleep(runtime: Runtime, seconds: float) -> None:
@@ -308,7 +326,7 @@ def durable_sleep(runtime: Runtime, seconds: float) -> None:
         runtime.clock.sleep(seconds)
         return
     step_id = ctx.next_step_id()
-    record = _replayed(ctx, step_id, SLEEP_STEP)
+    record = replayed(ctx, step_id, SLEEP_STEP)
     if record is not None and record.status == StepState.SUCCESS:
         wake_at = float(runtime.serializer.loads(record.output))
     else:
@@ -330,5 +348,5 @@ def durable_sleep(runtime: Runtime, seconds: float) -> None:
         if recorded:
             ctx.confirmed_ms = now
         else:
-            wake_at = float(_recorded_elsewhere(runtime, ctx, step_id))
+            wake_at = float(recorded_elsewhere(runtime, ctx, step_id))
     wait(runtime, ctx, wake_at - runtime.clock.time())

@@ -89,9 +89,18 @@ class DurableStore(OperationsStore, Protocol):
 
     def delete_workflow(self, workflow_id: str) -> None: ...
 
-    def fork_workflow(self, source_id: str, new_id: str, start_step: int) -> None:
-        """Copy a workflow (ENQUEUED) with its steps before ``start_step``; a chain's later
-        steps are copied PENDING with fresh task ids."""
+    def fork_workflow(
+        self,
+        source_id: str,
+        new_id: str,
+        start_step: int,
+        *,
+        deadline_ms: int | None = None,
+        queue: str | None = None,
+    ) -> None:
+        """Copy a workflow (ENQUEUED) with its steps before ``start_step``, this deadline and
+        queue (None: the source's); a chain's later steps are copied PENDING with fresh task
+        ids."""
         ...
 
     def list_workflows(
@@ -139,6 +148,19 @@ class DurableStore(OperationsStore, Protocol):
 
     def insert_checkpoint(self, tx: Any, record: StepRecord) -> bool:
         """``record_step`` inside ``run_transaction_step``'s transaction ``tx``."""
+        ...
+
+    # child workflows ------------------------------------------------------
+    def suspend_for_children(
+        self, workflow_id: str, executor_id: str, child_ids: Sequence[str]
+    ) -> bool:
+        """The owner gives it up until ``child_ids`` (of its children) have ended: they are
+        marked awaited, it waits ENQUEUED with ``wake_at_ms = WAIT_FOR_CHILDREN_MS``."""
+        ...
+
+    def wake_parent(self, parent_id: str) -> bool:
+        """A waiting parent none of whose awaited children still runs becomes due (its wake
+        time cleared); True when this call did it. Serialized on the parent's row."""
         ...
 
     # chains ---------------------------------------------------------------
@@ -210,8 +232,10 @@ class DurableStore(OperationsStore, Protocol):
     ) -> tuple[WorkflowRecord, RecoveryAction] | None: ...
 
     def resume_workflow(
-        self, workflow_id: str, stale_before_ms: int
-    ) -> tuple[WorkflowRecord, ResumeOutcome] | None: ...
+        self, workflow_id: str, stale_before_ms: int, *, queue: str | None = None
+    ) -> tuple[WorkflowRecord, ResumeOutcome] | None:
+        """Re-enqueue unless it finished or a live executor runs it (on ``queue`` if given)."""
+        ...
 
     def cancel_expired(self, now: int, limit: int, error: Callable[[str], str]) -> list[str]: ...
 

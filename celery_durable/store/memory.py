@@ -34,13 +34,14 @@ from ..types import (
     WorkflowRecord,
     WorkflowState,
 )
-from .memory_claims import MemoryTransaction
+from .memory_children import MemoryChildren
 from .memory_operations import MemoryOperations
+from .memory_tables import MemoryTransaction
 
 T = TypeVar("T")
 
 
-class MemoryStore(MemoryOperations):
+class MemoryStore(MemoryOperations, MemoryChildren):
     """The durable state in dicts; see the SQL ``Store`` for what each method means."""
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK, sql_engine: Engine | None = None) -> None:
@@ -139,7 +140,15 @@ class MemoryStore(MemoryOperations):
             for table in (self._errors, self._steps, self._workflows):
                 table.pop(workflow_id, None)
 
-    def fork_workflow(self, source_id: str, new_id: str, start_step: int) -> None:
+    def fork_workflow(
+        self,
+        source_id: str,
+        new_id: str,
+        start_step: int,
+        *,
+        deadline_ms: int | None = None,
+        queue: str | None = None,
+    ) -> None:
         """Copy under ``new_id`` (ENQUEUED) with its steps before ``start_step`` (attempt
         errors are not copied); a chain's later steps come PENDING with fresh task ids."""
         now = self.clock.now_ms()
@@ -152,7 +161,8 @@ class MemoryStore(MemoryOperations):
             tx.put_workflow(
                 src, workflow_id=new_id, status=WorkflowState.ENQUEUED, output=None, error=None,
                 executor_id=None, recovery_attempts=0, run_count=0 if chain else 1,
-                deadline_ms=None, wake_at_ms=None, created_at_ms=now, updated_at_ms=now,
+                deadline_ms=deadline_ms, queue=src.queue if queue is None else queue,
+                wake_at_ms=None, created_at_ms=now, updated_at_ms=now,
                 started_at_ms=None, completed_at_ms=None, parent_workflow_id=None, awaited=0,
             )  # fmt: skip
             for s in self._steps.get(source_id, {}).values():
@@ -233,9 +243,13 @@ class MemoryStore(MemoryOperations):
             return self.insert_checkpoint(tx, record)
 
     def insert_checkpoint(self, tx: MemoryTransaction, record: StepRecord) -> bool:
-        """Stage a checkpoint while its workflow is PENDING; the first one wins."""
+        """Stage a checkpoint while its workflow is PENDING and before its deadline; the
+        first one wins."""
         w = tx.workflow(record.workflow_id)
         if w is None or w.status != WorkflowState.PENDING:
+            return False
+        done = record.completed_at_ms
+        if w.deadline_ms is not None and done is not None and done > w.deadline_ms:
             return False
         if tx.step(record.workflow_id, record.step_id) is not None:
             return False

@@ -22,7 +22,8 @@ from ..types import (
     WorkflowRecord,
     WorkflowState,
 )
-from .memory_claims import CHAIN, MemoryClaims, MemoryTransaction
+from .memory_claims import MemoryClaims
+from .memory_tables import CHAIN, MemoryTransaction
 
 
 class MemoryOperations(MemoryClaims):

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, and_, delete, exists, func, or_, select, upda
 from ..types import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
+    WAIT_FOR_CHILDREN_MS,
     ExecutorState,
     RecoveryAction,
     ResumeOutcome,
@@ -66,11 +67,18 @@ class RecoveryQueries(StoreBase):
         w = workflows
         s = steps.alias("s")
         p = steps.alias("p")
+        c = workflows.alias("c")
+        awaited = and_(c.c.parent_workflow_id == w.c.workflow_id, c.c.awaited == 1)
+        children_ended = and_(  # a wake-up lost: the children it waits for have all ended
+            w.c.wake_at_ms == WAIT_FOR_CHILDREN_MS,
+            exists().where(awaited),
+            ~exists().where(awaited, c.c.status.in_(list(ACTIVE_STATUSES))),
+        )
         code_lost = and_(
             w.c.kind != CHAIN,
             w.c.status == WorkflowState.ENQUEUED,
             w.c.updated_at_ms < lost_before_ms,
-            or_(w.c.wake_at_ms.is_(None), w.c.wake_at_ms < lost_before_ms),
+            or_(w.c.wake_at_ms.is_(None), w.c.wake_at_ms < lost_before_ms, children_ended),
         )
         retry_lost = exists().where(
             s.c.workflow_id == w.c.workflow_id,
@@ -213,7 +221,7 @@ class RecoveryQueries(StoreBase):
         return RecoveryAction.RECOVERED
 
     def resume_workflow(
-        self, workflow_id: str, stale_before_ms: int
+        self, workflow_id: str, stale_before_ms: int, *, queue: str | None = None
     ) -> tuple[WorkflowRecord, ResumeOutcome] | None:
         """Re-enqueue a workflow from its first incomplete step, unless it succeeded or a
         live executor still runs it (or, for a chain, one of its steps).
@@ -237,6 +245,8 @@ class RecoveryQueries(StoreBase):
             values: dict[str, Any] = {"recovery_attempts": workflows.c.recovery_attempts + 1}
             if record.status not in ACTIVE_STATUSES:  # an operator's fresh start
                 values = {"recovery_attempts": 1, "deadline_ms": None, "error": None}
+            if queue is not None:
+                values["queue"] = queue
             conn.execute(
                 update(workflows)
                 .where(workflows.c.workflow_id == workflow_id)

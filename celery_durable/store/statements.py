@@ -53,6 +53,8 @@ def _claim_workflow() -> Any:
                     or_(
                         workflows.c.wake_at_ms.is_(None),
                         workflows.c.wake_at_ms <= bindparam("soon"),
+                        # past its deadline, any delivery takes it, to cancel it
+                        workflows.c.deadline_ms <= bindparam("soon"),
                     ),
                 ),
                 and_(
@@ -84,14 +86,19 @@ def _finish_workflow(owned: bool) -> Any:
 
 
 def _step_checkpoint(dialect: Any) -> Any:
-    """INSERT of a step checkpoint, only while its workflow runs (PENDING), first one wins."""
+    """INSERT of a step checkpoint, only while its workflow runs (PENDING) and before its
+    deadline (a body that ran past it records nothing), first one wins."""
+    binds = {n: bindparam(n, type_=steps.c[n].type) for n in STEP_COLUMNS}
     running = exists().where(
-        workflows.c.workflow_id == bindparam("workflow_id"),
+        workflows.c.workflow_id == binds["workflow_id"],
         workflows.c.status == WorkflowState.PENDING,
+        or_(
+            workflows.c.deadline_ms.is_(None),
+            binds["completed_at_ms"].is_(None),
+            workflows.c.deadline_ms >= binds["completed_at_ms"],
+        ),
     )
-    row = select(*[bindparam(n, type_=steps.c[n].type).label(n) for n in STEP_COLUMNS]).where(
-        running
-    )
+    row = select(*[binds[n].label(n) for n in STEP_COLUMNS]).where(running)
     return (
         dialect.insert(steps)
         .from_select(STEP_COLUMNS, row)

@@ -22,6 +22,7 @@ from ..types import (
 from .base import StoreBase
 from .chains import HOT_STATEMENTS as CHAIN_HOT_STATEMENTS
 from .chains import ChainQueries
+from .children import ChildQueries
 from .engine import is_serialization_failure, is_transient, with_retries
 from .migrate import upgrade
 from .operations import OperationsQueries
@@ -41,7 +42,7 @@ class _AlreadyRecorded(Exception):
     """Raised inside a transaction step whose checkpoint exists: roll the user's work back."""
 
 
-class Store(OperationsQueries, ChainQueries, StoreBase):
+class Store(OperationsQueries, ChainQueries, ChildQueries, StoreBase):
     """Narrow data access for the runtime; knows nothing of Celery."""
 
     def __init__(self, url: str, **options: Any) -> None:
@@ -192,8 +193,17 @@ class Store(OperationsQueries, ChainQueries, StoreBase):
 
         self._write("delete_workflow", run)
 
-    def fork_workflow(self, source_id: str, new_id: str, start_step: int) -> None:
-        """Copy a workflow under ``new_id`` (ENQUEUED) keeping its steps before ``start_step``.
+    def fork_workflow(
+        self,
+        source_id: str,
+        new_id: str,
+        start_step: int,
+        *,
+        deadline_ms: int | None = None,
+        queue: str | None = None,
+    ) -> None:
+        """Copy a workflow under ``new_id`` (ENQUEUED) keeping its steps before ``start_step``,
+        with this deadline and queue (None: the source's queue).
 
         Chain steps from ``start_step`` on are copied as PENDING with fresh task ids.
         """
@@ -219,7 +229,8 @@ class Store(OperationsQueries, ChainQueries, StoreBase):
                         "recovery_attempts": 0,
                         # > 0 makes the first run of a code workflow replay the copied steps
                         "run_count": 0 if chain else 1,
-                        "deadline_ms": None,
+                        "deadline_ms": deadline_ms,
+                        "queue": src["queue"] if queue is None else queue,
                         "wake_at_ms": None,
                         "parent_workflow_id": None,
                         "awaited": 0,

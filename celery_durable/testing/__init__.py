@@ -127,6 +127,7 @@ class DurableTestKit:
         self._seq = itertools.count()
         self._running = False
         self._armed: dict[str, int] = {}
+        self._held: dict[str, list[_Message]] = {}
         self._previous: tuple[DurableStore | None, dict[str, Any]] | None = None
         self._executor_id = ""
 
@@ -163,6 +164,9 @@ class DurableTestKit:
         message = _Message(
             eta, next(self._seq), name, tuple(args or ()), dict(kwargs or {}), options
         )
+        if name in self._held:
+            self._held[name].append(message)
+            return self.durable.app.AsyncResult(options["task_id"])
         heapq.heappush(self._queue, message)
         self.run()
         return self.durable.app.AsyncResult(options["task_id"])
@@ -209,6 +213,19 @@ class DurableTestKit:
             tracer(task_id, message.args, message.kwargs, request)
         except SimulatedCrash:
             self._new_process()  # the worker died; the next message finds another
+
+    @contextmanager
+    def hold(self, task: Any) -> Iterator[None]:
+        """Within the block, keep the messages of ``task`` (a task, or its name) aside, as if
+        no worker took them yet; they run when the block ends."""
+        name = task if isinstance(task, str) else task.name
+        self._held[name] = []
+        try:
+            yield
+        finally:
+            for message in self._held.pop(name):
+                heapq.heappush(self._queue, message)
+            self.run()
 
     # crashes and recovery -----------------------------------------------
     @contextmanager

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import pytest
 import redis
+from pydantic import ValidationError
 
 from celery_durable import SetWorkflowID, UnknownWorkflowError
 from celery_durable import WorkflowStatusString as S
@@ -50,6 +52,29 @@ def test_unserializable_input_fails_at_start_leaving_nothing(how: str) -> None:
     assert p.durable.get_workflow_status(wid) is None
     assert workflow_count() == rows
     assert queue_length() == queued
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [({"number": "x", "amount": "1"}, 2), ({"number": 1, "amount": "1"}, "two"), ()],
+    ids=["bad-model", "bad-int", "missing"],
+)
+def test_invalid_arguments_raise_in_the_caller_leaving_nothing(arguments: Any) -> None:
+    rows, queued = workflow_count(), queue_length()
+    with pytest.raises((ValidationError, TypeError)):
+        p.durable.start_workflow(p.invoice_copies, *arguments)
+    assert workflow_count() == rows
+    assert queue_length() == queued
+
+
+def test_a_model_argument_and_result_cross_the_worker_as_models(worker: Any) -> None:
+    worker(APP)
+    handle = p.durable.start_workflow(
+        p.invoice_copies, p.Invoice(number=7, amount=Decimal("2.50")), "3"
+    )
+    result = handle.get_result(timeout=30)
+    assert result == p.Invoice(number=7, amount=Decimal("7.50"))
+    assert isinstance(result, p.Invoice) and isinstance(result.amount, Decimal)
 
 
 def test_unknown_workflow_name_ends_error_and_worker_stays_up(worker: Any) -> None:

@@ -9,12 +9,16 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from decimal import Decimal
 from typing import Any
+
+from pydantic import BaseModel
 
 from celery_durable import StepStatus
 from celery_durable.errors import MaxStepRetriesExceeded
 
 from .common import (
+    crash_if_flagged,
     ensure_tables,
     make_app,
     read_attempts,
@@ -141,3 +145,48 @@ def attempts(workflow_id: str) -> list[tuple[int, int, float]]:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class Invoice(BaseModel):
+    number: int
+    amount: Decimal
+
+
+@durable.workflow(validate_args=True)
+def invoice_copies(invoice: Invoice, copies: int) -> Invoice:
+    """Validated in the caller; the model crosses the store and the broker as itself."""
+    assert isinstance(invoice, Invoice)
+    return Invoice(number=invoice.number, amount=invoice.amount * copies)
+
+
+class InsufficientInventoryError(Exception):
+    """The DBOS guide's business error: several arguments, a formatted message."""
+
+    def __init__(self, product_id: str, requested: int, available: int) -> None:
+        self.product_id = product_id
+        self.requested = requested
+        self.available = available
+        super().__init__(f"{product_id}: requested {requested}, available {available}")
+
+
+@durable.step()
+def reserve_stock(product_id: str, requested: int) -> None:
+    record_effect(durable, "reserve_stock")
+    raise InsufficientInventoryError(product_id, requested, 2)
+
+
+@durable.step()
+def note_shortage(product_id: str, missing: int) -> str:
+    record_effect(durable, "note_shortage")
+    return f"{product_id} short by {missing}"
+
+
+@durable.workflow()
+def order_with_shortage(product_id: str, requested: int) -> dict[str, Any]:
+    try:
+        reserve_stock(product_id, requested)
+        return {"reserved": product_id}
+    except InsufficientInventoryError as exc:  # replayed from the store, attributes and all
+        noted = note_shortage(exc.product_id, exc.requested - exc.available)
+        crash_if_flagged("in_except_branch")
+        return {"short": exc.product_id, "available": exc.available, "noted": noted}

@@ -144,3 +144,8 @@ def slow_advance(values: list[int]) -> list[int]:
     record_effect(durable, "slow")
     time.sleep(2.0)
     return [*values, len(values)]
+
+
+@durable.workflow()
+def slow_then_advance(key: str) -> list[int]:
+    return advance(slow_advance([]))  # type: ignore[no-any-return]

@@ -239,6 +239,15 @@ def test_resume_re_enqueues_and_publishes(cli_app: ModuleType) -> None:
     assert printed == api(status)
 
 
+def test_resume_can_send_a_workflow_to_another_queue(cli_app: ModuleType) -> None:
+    workflow_id = enqueued(cli_app)
+    other = f"{CLI_ENV['DURABLE_TEST_QUEUE']}-other"
+    printed = cli_json(cli_app, "resume", workflow_id, "--queue", other)
+    assert printed["queue"] == other
+    assert int(broker().llen(other)) == 1
+    broker().delete(other)
+
+
 def test_fork_copies_the_first_steps_under_a_new_id(
     cli_app: ModuleType, finished: dict[str, str]
 ) -> None:
@@ -264,6 +273,10 @@ def test_fork_copies_the_first_steps_under_a_new_id(
     result = cli(cli_app, "fork", source)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"forked {source} as ")
+
+    timed = cli_json(cli_app, "fork", source, "--timeout", "60", "--queue", "elsewhere")
+    assert (timed["queue"], timed["deadline"] is not None) == ("elsewhere", True)
+    assert d.get_workflow_status(source).deadline is None  # the source is untouched
 
 
 def test_recover_sweeps_once_and_reports(cli_app: ModuleType) -> None:

@@ -33,12 +33,13 @@ def _clean_queues() -> Iterator[None]:
 
 
 @pytest.fixture
-def beat(tmp_path: Path) -> Iterator[Callable[[], BeatProcess]]:
-    """Factory: ``beat()`` starts `celery beat` for the recovery app; killed at teardown."""
+def beat(tmp_path: Path) -> Iterator[Callable[..., BeatProcess]]:
+    """Factory: ``beat()`` starts `celery beat` for the recovery app (or ``beat(app)``);
+    killed at teardown."""
     started: list[BeatProcess] = []
 
-    def start() -> BeatProcess:
-        proc = BeatProcess(APP, tmp_path)
+    def start(app: str = APP) -> BeatProcess:
+        proc = BeatProcess(app, tmp_path)
         started.append(proc)
         return proc.start()
 

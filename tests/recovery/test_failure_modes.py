@@ -176,3 +176,32 @@ def test_a_message_naming_another_workflow_never_runs_on_its_record(
         status = status_of(wid)
         assert (status.status, status.output, status.error) == (S.ENQUEUED, None, None)
     assert [s.status for s in durable.list_workflow_steps(chain_a.workflow_id)] == ["PENDING"]
+
+
+def test_a_deadline_cancels_a_sleeping_workflow_on_time_without_beat(
+    worker: Callable[..., WorkerProcess],
+) -> None:
+    worker(APP, concurrency=1)
+    with SetWorkflowTimeout(1.5):
+        handle = durable.start_workflow(ra.nap_then_remind, "d", 4.0)
+    started = time.monotonic()
+    wait_for(lambda: status_of(handle.workflow_id).status == S.CANCELLED, timeout=10, interval=0.05)
+    assert time.monotonic() - started < 2.5
+    time.sleep(3.0)  # past the end of the sleep
+    assert "remind" not in effects(handle.workflow_id)
+
+
+def test_a_deadline_in_a_step_body_cancels_and_records_nothing(
+    worker: Callable[..., WorkerProcess],
+) -> None:
+    """The body (2 s) is not killed, but the workflow is CANCELLED at its deadline (1 s),
+    the body's output is not recorded and no further step starts."""
+    worker(APP, concurrency=1)
+    with SetWorkflowTimeout(1.0):
+        handle = durable.start_workflow(ra.slow_then_advance, "d")
+    started = time.monotonic()
+    wait_for(lambda: status_of(handle.workflow_id).status == S.CANCELLED, timeout=10, interval=0.05)
+    assert time.monotonic() - started < 2.0  # before the body ends
+    wait_for(lambda: status_of(handle.workflow_id).executor_id is None, timeout=10)
+    assert effects(handle.workflow_id) == {"slow": 1}
+    assert durable.list_workflow_steps(handle.workflow_id) == []

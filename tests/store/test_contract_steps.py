@@ -199,3 +199,10 @@ def test_a_chain_step_commits_with_its_transaction_under_its_lease(
     assert get_step(any_store, wid, 0).output == f'"{item}"'
     done = get(any_store, wid)
     assert (done.status, done.output) == (S.SUCCESS, f'"{item}"')
+
+
+def test_a_step_that_ended_after_the_deadline_is_not_recorded(any_store: DurableStore) -> None:
+    now = any_store.clock.now_ms()
+    record = workflow(any_store, S.PENDING, deadline_ms=now + 1000)
+    assert not any_store.record_step(step(record.workflow_id, 0, completed_at_ms=now + 1001))
+    assert any_store.record_step(step(record.workflow_id, 0, completed_at_ms=now + 1000))

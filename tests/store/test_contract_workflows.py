@@ -277,7 +277,7 @@ def test_delete_workflow_removes_steps_and_errors(any_store: DurableStore) -> No
 def test_fork_copies_the_steps_before_start_step(any_store: DurableStore) -> None:
     src = workflow(
         any_store, S.PENDING, executor_id="ex", recovery_attempts=2, max_recovery_attempts=5,
-        deadline_ms=1, started_at_ms=1, queue="q", parent_workflow_id="p", awaited=1,
+        deadline_ms=1 << 50, started_at_ms=1, queue="q", parent_workflow_id="p", awaited=1,
     )  # fmt: skip
     for step_id in range(3):
         assert any_store.record_step(step(src.workflow_id, step_id, output=f'"{step_id}"'))

@@ -93,3 +93,12 @@ def test_should_retry_ends_a_step_at_once_unwrapped(durable: Durable) -> None:
     with pytest.raises(PermissionError):
         call_as(uid("id"), workflow(durable, lambda: refusing()))
     assert len(body.times) == 1
+
+
+@pytest.mark.parametrize("decorator", ["workflow", "step", "transaction"])
+def test_async_functions_are_refused_at_decoration(durable: Durable, decorator: str) -> None:
+    async def fetch() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="async function"):
+        getattr(durable, decorator)(name=uid("tests.async"))(fetch)
