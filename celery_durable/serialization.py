@@ -13,6 +13,8 @@ from typing import Any, Protocol
 from .errors import CorruptedRowError, RemoteError, SerializationError
 
 _EXC_KEY = "__durable_exc__"
+#: how a stored error marks an error nested in it (an argument or attribute)
+NESTED_ERROR_KEY = _EXC_KEY
 
 
 class JsonCodec(Protocol):

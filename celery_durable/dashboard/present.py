@@ -11,6 +11,7 @@ from typing import Any
 
 from ..integration.cli import exception_type, to_jsonable
 from ..runtime.runtime import Runtime
+from ..serialization import NESTED_ERROR_KEY as EXC_KEY
 
 SHORT = 160  # characters of an output shown before "more"
 NONE = "-"
@@ -44,13 +45,24 @@ def shorten(text: str, width: int = SHORT) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def _attribute(value: Any) -> str:
+    """An attribute as one line; a nested error (MaxStepRetriesExceeded.errors holds
+    them) as its type and message only: its own page shows the rest."""
+    if isinstance(value, dict) and isinstance(value.get(EXC_KEY), dict):
+        inner = value[EXC_KEY]
+        return f"{str(inner.get('type', '?')).replace(':', '.')}: {inner.get('message', '')}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_attribute(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False, default=repr)
+
+
 def _from_json(data: dict[str, Any]) -> ErrorView:
     cause = data.get("cause")
     attrs = data.get("attrs")
     return ErrorView(
         type=str(data.get("type", "?")).replace(":", "."),
         message=str(data.get("message", "")),
-        attributes=attrs if isinstance(attrs, dict) else {},
+        attributes={k: _attribute(v) for k, v in attrs.items()} if isinstance(attrs, dict) else {},
         traceback=data.get("traceback") if isinstance(data.get("traceback"), str) else None,
         cause=_from_json(cause) if isinstance(cause, dict) else None,
     )
