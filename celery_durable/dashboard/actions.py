@@ -86,9 +86,11 @@ def bulk_action(dash: Dashboard, request: Request, form: Any) -> Response:
         return PlainTextResponse(f"400 Bad Request: {exc}", status_code=400)
     runtime = dash.durable.runtime
     if form.get("confirmed") != "yes":
-        matching = sum(runtime.store.count_by_status(where).values())
+        counts = runtime.store.count_by_status(where, cap=BULK_LIMIT)
+        matching = sum(min(n, BULK_LIMIT) for n in counts.values())
+        more = "+" if any(n > BULK_LIMIT for n in counts.values()) else ""
         says = (
-            f"{matching} workflows match this filter (at most {BULK_LIMIT:,} are taken). "
+            f"{matching}{more} workflows match this filter (at most {BULK_LIMIT:,} are taken). "
             + ("Active ones are cancelled." if action == "cancel" else
                "Each is resumed unless it succeeded or a live worker runs it.")
         )  # fmt: skip

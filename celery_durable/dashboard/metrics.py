@@ -35,7 +35,6 @@ from ..types import (
     EndedWorkflow,
     ExecutorState,
     PageCursor,
-    WorkflowFilter,
     WorkflowState,
 )
 
@@ -132,14 +131,9 @@ class DurableCollector(Collector):
         with self._lock:
             self._catch_up()
             yield from self._counters()
+        # no gauge of every workflow by status: counting a long history is what a scrape
+        # must not do; ended ones are the counters above, active ones the gauge below
         store = runtime.store
-        by_status = store.count_by_status(WorkflowFilter())
-        workflows = GaugeMetricFamily(
-            "durable_workflows", "Workflows in the store, by status.", labels=["status"]
-        )
-        for state in WorkflowState:
-            workflows.add_metric([state.value], by_status.get(state, 0))
-        yield workflows
         active = GaugeMetricFamily(
             "durable_active_workflows",
             "ENQUEUED and PENDING workflows, by name and status.",

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .app import Dashboard
 
 PAGE_SIZE = 50
+COUNT_CAP = 10_000  # a count above it shows as "10,000+": each reads at most that many rows
 HOURS = (1, 3, 12, 24)
 CHILDREN_SHOWN = 100
 
@@ -45,7 +46,7 @@ def _list_context(
 ) -> dict[str, object]:
     runtime = dash.durable.runtime
     unfiltered_status = WorkflowFilter(**{**where.__dict__, "statuses": ()})
-    counts = runtime.store.count_by_status(unfiltered_status)
+    shown, total = _shown(runtime.store.count_by_status(unfiltered_status, cap=COUNT_CAP))
     found = operations.page(runtime, where, PAGE_SIZE, after)
     hours = hours if hours in HOURS else 3
     next_link = None
@@ -53,8 +54,8 @@ def _list_context(
         next_link = query(values, after_ms=found.next.at_ms, after_id=found.next.workflow_id)
     return {
         "statuses": list(WorkflowState),
-        "counts": counts,
-        "total": sum(counts.values()),
+        "counts": shown,
+        "total": total,
         "values": values,
         "workflows": found.records,
         "next_link": next_link,
@@ -65,6 +66,14 @@ def _list_context(
         "chart": activity_svg(operations.activity(runtime, hours)),
         "query": query,
     }
+
+
+def _shown(counts: dict[str, int]) -> tuple[dict[str, str], str]:
+    """Counts as shown (``10,000+`` past the cap), and their total."""
+    over = [status for status, n in counts.items() if n > COUNT_CAP]
+    shown = {s: f"{COUNT_CAP:,}+" if s in over else f"{n:,}" for s, n in counts.items()}
+    total = sum(min(n, COUNT_CAP) for n in counts.values())
+    return shown, f"{total:,}+" if over else f"{total:,}"
 
 
 def workflow_detail(dash: Dashboard, request: Request) -> Response:

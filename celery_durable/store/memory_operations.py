@@ -64,12 +64,14 @@ class MemoryOperations(MemoryClaims):
     def _matching(self, where: WorkflowFilter) -> Iterator[WorkflowRecord]:
         return (w for w in list(self._workflows.values()) if self._matches(w, where))
 
-    def count_by_status(self, where: WorkflowFilter) -> dict[str, int]:
+    def count_by_status(self, where: WorkflowFilter, cap: int | None = None) -> dict[str, int]:
         counts: dict[str, int] = {}
         with self._lock:
             for w in self._matching(where):
                 counts[w.status] = counts.get(w.status, 0) + 1
-        return counts
+        if cap is None:
+            return counts
+        return {status: min(n, cap + 1) for status, n in counts.items()}
 
     def list_page(
         self, where: WorkflowFilter, *, limit: int, after: PageCursor | None = None

@@ -19,10 +19,12 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    literal,
     literal_column,
     or_,
     select,
     tuple_,
+    union_all,
     update,
 )
 
@@ -84,13 +86,35 @@ class OperationsQueries(RecoveryQueries):
             cond.append(self._running_under(_owned_by(where.executor_id)))
         return cond
 
-    def count_by_status(self, where: WorkflowFilter) -> dict[str, int]:
-        stmt = (
-            select(workflows.c.status, func.count())
-            .where(*self._matching(where))
-            .group_by(workflows.c.status)
-        )
-        return self._read("count_by_status", lambda c: {s: n for s, n in c.execute(stmt)})
+    def count_by_status(self, where: WorkflowFilter, cap: int | None = None) -> dict[str, int]:
+        cond = self._matching(where)
+        if cap is None:
+            stmt: Any = (
+                select(workflows.c.status, func.count()).where(*cond).group_by(workflows.c.status)
+            )
+        else:  # one bounded index range per status: at most cap + 1 entries read from each
+            statuses = where.statuses or tuple(WorkflowState)
+            stmt = union_all(
+                *(
+                    select(
+                        literal(str(status)),
+                        select(func.count())
+                        .select_from(
+                            select(literal(1))
+                            .where(*cond, workflows.c.status == status)
+                            .limit(cap + 1)
+                            .subquery()
+                        )
+                        .scalar_subquery(),
+                    )
+                    for status in statuses
+                )
+            )
+
+        def run(conn: Connection) -> dict[str, int]:
+            return {status: n for status, n in conn.execute(stmt) if n}
+
+        return self._read("count_by_status", run)
 
     def list_page(
         self, where: WorkflowFilter, *, limit: int, after: PageCursor | None = None

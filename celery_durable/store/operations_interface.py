@@ -24,8 +24,10 @@ from ..types import (
 
 
 class OperationsStore(Protocol):
-    def count_by_status(self, where: WorkflowFilter) -> dict[str, int]:
-        """How many workflows match, per status (statuses with none are left out)."""
+    def count_by_status(self, where: WorkflowFilter, cap: int | None = None) -> dict[str, int]:
+        """How many workflows match, per status (statuses with none are left out). With
+        ``cap``, a status with more than ``cap`` counts ``cap + 1`` ("more than cap"): each
+        count then reads at most that many index entries, however long the history."""
         ...
 
     def list_page(

@@ -60,6 +60,8 @@ def test_filters_narrow_listings_and_counts(any_store: DurableStore) -> None:
     assert any_store.count_by_status(F()) == {S.ENQUEUED: 3, S.ERROR: 1}
     assert any_store.count_by_status(F(name="shop.order")) == {S.ENQUEUED: 2}
     assert any_store.count_by_status(F(name="nothing")) == {}
+    assert any_store.count_by_status(F(), cap=2) == {S.ENQUEUED: 3, S.ERROR: 1}  # 3: "over 2"
+    assert any_store.count_by_status(F(statuses=(S.ERROR,)), cap=2) == {S.ERROR: 1}
 
 
 def test_pages_are_newest_first_and_keyset_paged(any_store: DurableStore) -> None:
