@@ -173,6 +173,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--throughput", type=int, default=200, help="workflows per run")
     parser.add_argument("--smoke", action="store_true", help="no throughput/gc part")
+    parser.add_argument("--rounds", type=int, default=2, help="throughput runs each way")
     args = parser.parse_args()
 
     url = recreate_database("durable_bench_ops")
@@ -193,26 +194,28 @@ def main() -> int:
     if args.smoke:
         return 0
 
-    alone = throughput(args.throughput)
+    alone = [throughput(args.throughput) for _ in range(args.rounds)]
     report: dict[str, Any] = {}
     gc_seconds: list[float] = []
 
     def collect() -> None:
         t0 = time.perf_counter()
-        report["gc"] = durable.collect_garbage(7 * 86400)
+        report["gc"] = durable.collect_garbage(7 * 86400)  # beat's pace: a pause per batch
         gc_seconds.append(time.perf_counter() - t0)
 
     gc = threading.Thread(target=collect)
     gc.start()
-    beside = throughput(args.throughput)
+    beside = [throughput(args.throughput) for _ in range(args.rounds)]
     beside_gc_running = gc.is_alive()
     gc.join()
-    slowdown = 1 - beside["workflows_per_s"] / alone["workflows_per_s"]
+    rate_alone = statistics.median(r["workflows_per_s"] for r in alone)
+    rate_beside = statistics.median(r["workflows_per_s"] for r in beside)
+    slowdown = 1 - rate_beside / rate_alone
     print(
-        f"\nthroughput alone {alone['workflows_per_s']:.1f} wf/s, beside gc "
-        f"{beside['workflows_per_s']:.1f} wf/s ({slowdown:+.1%} slower; gc still running at "
-        f"the end: {beside_gc_running}); gc deleted {report['gc'].deleted:,} in "
-        f"{report['gc'].batches:,} batches, {gc_seconds[0]:.0f} s"
+        f"\nthroughput alone {rate_alone:.1f} wf/s, beside gc {rate_beside:.1f} wf/s "
+        f"({slowdown:+.1%} slower; gc still running at the end: {beside_gc_running}); "
+        f"gc deleted {report['gc'].deleted:,} in {report['gc'].batches:,} batches, "
+        f"{gc_seconds[0]:.0f} s"
     )
     print("BENCH", {"bench": "operations-gc", "alone": alone, "beside_gc": beside,
                     "slowdown": slowdown, "gc_deleted": report["gc"].deleted,

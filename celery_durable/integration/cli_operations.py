@@ -45,6 +45,13 @@ EXTRA = "the dashboard needs its extra: pip install 'celery-durable[dashboard]'"
     help_group="Retention Options",
     help="Count what would be deleted; delete nothing.",
 )
+@click.option(
+    "--full-speed",
+    cls=CeleryOption,
+    is_flag=True,
+    help_group="Retention Options",
+    help="No pause between batches (by default each is followed by a pause as long).",
+)
 @json_option
 @click.pass_context
 def gc(
@@ -52,11 +59,14 @@ def gc(
     older_than: float,
     statuses: tuple[str, ...],
     dry_run: bool,
+    full_speed: bool,
     as_json: bool,
 ) -> None:
     """Delete ended workflows (with their steps and errors) older than a bound."""
     wanted = tuple(s.upper() for s in statuses) or tuple(TERMINAL_STATUSES)
-    report = get_durable(ctx).collect_garbage(older_than, statuses=wanted, dry_run=dry_run)
+    report = get_durable(ctx).collect_garbage(
+        older_than, statuses=wanted, dry_run=dry_run, pause_ratio=0.0 if full_speed else 1.0
+    )
     verb = "would delete" if dry_run else "deleted"
     emit(as_json, report, lambda: f"{verb} {report.deleted} workflows")
 

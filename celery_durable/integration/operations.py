@@ -78,9 +78,11 @@ class DurableOperations:
         statuses: Sequence[str] = tuple(TERMINAL_STATUSES),
         dry_run: bool = False,
         time_budget: float | None = None,
+        pause_ratio: float = 1.0,
     ) -> operations.GcReport:
         """Delete workflows that ended more than ``older_than_seconds`` ago (beat does it
-        every ``durable_gc_interval`` with ``durable_retention_seconds``)."""
+        every ``durable_gc_interval`` with ``durable_retention_seconds``), pausing between
+        batches ``pause_ratio`` times as long as each took (0: full speed)."""
         return operations.collect_garbage(
             self.runtime,
             older_than_seconds,
@@ -88,6 +90,7 @@ class DurableOperations:
             batch_size=self.settings.gc_batch_size,
             dry_run=dry_run,
             time_budget=time_budget,
+            pause_ratio=pause_ratio,
         )
 
     def cancel_workflows(self, where: WorkflowFilter, limit: int = 10_000) -> operations.BulkReport:
