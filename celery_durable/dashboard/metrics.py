@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -128,32 +129,38 @@ class DurableCollector(Collector):
     # what a scrape sees -------------------------------------------------------
     def collect(self) -> Iterator[Metric]:
         runtime = self.durable.runtime
-        with self._lock:
-            self._catch_up()
-            yield from self._counters()
         # no gauge of every workflow by status: counting a long history is what a scrape
-        # must not do; ended ones are the counters above, active ones the gauge below
+        # must not do; ended ones are the counters above, active ones the gauges below.
+        # The gauges' queries are independent: run side by side, a scrape waits for the
+        # slowest alone (each reads only active workflows, which a backlog makes many)
         store = runtime.store
-        active = GaugeMetricFamily(
-            "durable_active_workflows",
-            "ENQUEUED and PENDING workflows, by name and status.",
-            labels=["name", "status"],
-        )
-        for name, status, n in store.count_active_by_name():
-            active.add_metric([name, status], n)
-        yield active
-        yield GaugeMetricFamily(
-            "durable_stalled_workflows",
-            "Workflows the recovery sweep would take now (owner gone, or message lost).",
-            value=operations.stalled_count(runtime),
-        )
-        oldest = operations.oldest_enqueued_seconds(runtime)
-        yield GaugeMetricFamily(
-            "durable_oldest_enqueued_age_seconds",
-            "How long the longest-waiting due ENQUEUED workflow has waited (0: none).",
-            value=oldest or 0.0,
-        )
-        yield self._executors()
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="durable-metrics") as pool:
+            by_name = pool.submit(store.count_active_by_name)
+            stalled = pool.submit(operations.stalled_count, runtime)
+            oldest = pool.submit(operations.oldest_enqueued_seconds, runtime)
+            executors = pool.submit(self._executors)
+            with self._lock:
+                self._catch_up()
+                yield from self._counters()
+            active = GaugeMetricFamily(
+                "durable_active_workflows",
+                "ENQUEUED and PENDING workflows, by name and status.",
+                labels=["name", "status"],
+            )
+            for name, status, n in by_name.result():
+                active.add_metric([name, status], n)
+            yield active
+            yield GaugeMetricFamily(
+                "durable_stalled_workflows",
+                "Workflows the recovery sweep would take now (owner gone, or message lost).",
+                value=stalled.result(),
+            )
+            yield GaugeMetricFamily(
+                "durable_oldest_enqueued_age_seconds",
+                "How long the longest-waiting due ENQUEUED workflow has waited (0: none).",
+                value=oldest.result() or 0.0,
+            )
+            yield executors.result()
 
     def _executors(self) -> GaugeMetricFamily:
         runtime = self.durable.runtime
