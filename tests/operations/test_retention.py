@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from celery import Celery
 from celery.bin.base import CLIContext
 from click.testing import CliRunner
-from sqlalchemy import text, update
+from sqlalchemy import create_engine, text, update
 
 from celery_durable import Durable, SetWorkflowID
 from celery_durable.errors import MaxStepRetriesExceeded
@@ -22,6 +24,7 @@ from celery_durable.integration.retention import GC_TASK
 from celery_durable.runtime.workflows import StartRequest, record_start
 from celery_durable.store.tables import workflows
 from celery_durable.types import WorkflowRecord
+from tests.conftest import PG_ADMIN_URL
 from tests.unit.helpers import close, uid
 
 DAY_MS = 86_400_000
@@ -49,9 +52,27 @@ def make(db_url: str) -> tuple[Celery, Durable]:
     return app, durable
 
 
-@pytest.fixture
-def setup(db_url: str) -> Iterator[tuple[Celery, Durable]]:
-    app, durable = make(db_url)
+@pytest.fixture(scope="module")
+def own_pg_url() -> Iterator[str]:
+    """A database of this module's own: gc deletes whatever ended, other tests' rows too."""
+    base, session_db = os.environ["DURABLE_TEST_DB_URL"].rsplit("/", 1)
+    db = f"{session_db}_retention"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{db}"'))
+    yield f"{base}/{db}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Celery, Durable]]:
+    if request.param == "postgres":
+        url = request.getfixturevalue("own_pg_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'durable.sqlite3'}"
+    app, durable = make(url)
     yield app, durable
     close(durable)
 
