@@ -78,7 +78,7 @@ class DurableOperations:
         statuses: Sequence[str] = tuple(TERMINAL_STATUSES),
         dry_run: bool = False,
         time_budget: float | None = None,
-        pause_ratio: float = 1.0,
+        pause_ratio: float = 3.0,
     ) -> operations.GcReport:
         """Delete workflows that ended more than ``older_than_seconds`` ago (beat does it
         every ``durable_gc_interval`` with ``durable_retention_seconds``), pausing between
