@@ -32,6 +32,7 @@ from .codec import KOMBU_JSON
 from .options import DBOS_OPTIONS, POLICY_OPTIONS, celery_options, retry_policy
 from .publisher import Republisher
 from .recovery import connect_recovery_signals, install_sweep, run_sweep
+from .results import DurableResults
 from .settings import DurableSettings, read_settings
 from .signals import SignalEvents
 from .tasks import DurableTask
@@ -73,6 +74,7 @@ class Durable:
         self.dispatcher: Callable[[str, Any, Any, dict[str, Any]], Any] | None = None
         self.logger = make_logger()
         app.durable = self
+        app._backend = DurableResults(self)  # durable results from the store (results.py)
         app.steps["worker"].add(DurableHeartbeat)
         connect_signals()
         connect_recovery_signals()

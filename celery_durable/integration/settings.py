@@ -30,6 +30,7 @@ class DurableSettings(BaseModel):
     recovery_batch_size: int = Field(default=500, ge=1)
     recovery_queue: str | None = None
     enqueue_timeout: float = Field(default=30.0, gt=0)
+    store_results: bool = True  # durable tasks' Celery results come from the store alone
 
     @model_validator(mode="after")
     def _heartbeat_well_under_timeout(self) -> DurableSettings:
