@@ -74,30 +74,44 @@ class DurableResults:
         task = self._durable.app.tasks.get(name) if isinstance(name, str) else None
         return getattr(task, "durable_kind", None) is not None
 
-    def store_result(self, task_id: str, result: Any, state: str, *args: Any, **kw: Any) -> Any:
-        if self._durable_request(kw.get("request")):
+    def store_result(
+        self, task_id: str, result: Any, state: str, traceback: Any = None,
+        request: Any = None, **kw: Any,
+    ) -> Any:  # fmt: skip
+        if self._durable_request(request):
             return result
-        return self.fallback.store_result(task_id, result, state, *args, **kw)
+        return self.fallback.store_result(task_id, result, state, traceback, request, **kw)
 
-    def mark_as_done(self, task_id: str, result: Any, request: Any = None, **kw: Any) -> Any:
+    def mark_as_done(
+        self, task_id: str, result: Any, request: Any = None, store_result: bool = True,
+        state: str = states.SUCCESS,
+    ) -> Any:  # fmt: skip
+        store = store_result and not self._durable_request(request)
+        return self.fallback.mark_as_done(task_id, result, request, store, state)
+
+    def mark_as_failure(
+        self, task_id: str, exc: Any, traceback: Any = None, request: Any = None,
+        store_result: bool = True, call_errbacks: bool = True, state: str = states.FAILURE,
+    ) -> Any:  # fmt: skip
+        store = store_result and not self._durable_request(request)  # errbacks still run
+        return self.fallback.mark_as_failure(
+            task_id, exc, traceback, request, store, call_errbacks, state
+        )
+
+    def mark_as_retry(
+        self, task_id: str, exc: Any, traceback: Any = None, request: Any = None,
+        store_result: bool = True, state: str = states.RETRY,
+    ) -> Any:  # fmt: skip
         if self._durable_request(request):
             return None
-        return self.fallback.mark_as_done(task_id, result, request=request, **kw)
+        return self.fallback.mark_as_retry(task_id, exc, traceback, request, store_result, state)
 
-    def mark_as_failure(self, task_id: str, exc: Any, *args: Any, **kw: Any) -> Any:
-        if self._durable_request(kw.get("request")):  # errbacks still run (chains need them)
-            kw["store_result"] = False
-        return self.fallback.mark_as_failure(task_id, exc, *args, **kw)
-
-    def mark_as_retry(self, task_id: str, exc: Any, *args: Any, **kw: Any) -> Any:
-        if self._durable_request(kw.get("request")):
-            return None
-        return self.fallback.mark_as_retry(task_id, exc, *args, **kw)
-
-    def mark_as_revoked(self, task_id: str, *args: Any, **kw: Any) -> Any:
-        if self._durable_request(kw.get("request")):
-            kw["store_result"] = False
-        return self.fallback.mark_as_revoked(task_id, *args, **kw)
+    def mark_as_revoked(
+        self, task_id: str, reason: str = "", request: Any = None, store_result: bool = True,
+        state: str = states.REVOKED,
+    ) -> Any:  # fmt: skip
+        store = store_result and not self._durable_request(request)
+        return self.fallback.mark_as_revoked(task_id, reason, request, store, state)
 
     # reads: from the store for durable ids -------------------------------
     def _meta(self, task_id: str) -> dict[str, Any] | None:
