@@ -72,6 +72,8 @@ app.conf.worker_hijack_root_logger = False
 app.conf.broker_connection_retry_on_startup = True
 app.conf.durable_database_url = os.environ.get("BENCH_DB_URL")
 app.conf.durable_recovery_interval = float(os.environ.get("BENCH_RECOVERY_INTERVAL", "0"))
+# 0: durable results are also written to the Redis backend (the lever bench.run measures)
+app.conf.durable_store_results = os.environ.get("BENCH_STORE_RESULTS", "1") != "0"
 durable = Durable(app)
 durable.runtime.store.hot.on_statement = _count_hot
 
@@ -83,6 +85,11 @@ def inc(x: int) -> int:
 
 @durable.step(name="bench.dinc")
 def dinc(x: int) -> int:
+    return x + 1
+
+
+@durable.transaction(name="bench.dtx")
+def dtx(x: int) -> int:
     return x + 1
 
 

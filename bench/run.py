@@ -155,6 +155,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions")
     parser.add_argument("--smoke", action="store_true", help="5 of each, one round")
     parser.add_argument("--no-dbos", action="store_true")
+    parser.add_argument("--modes", help="comma-separated modes to run (plain always runs)")
     args = parser.parse_args()
     n, rounds = (5, 1) if args.smoke else (args.n, args.rounds)
 
@@ -166,7 +167,7 @@ def main() -> int:
     env = dict(os.environ)
     from celery import chain
 
-    from bench.app import dinc, durable, inc, wf10
+    from bench.app import dinc, dtx, durable, inc, wf10
 
     durable.migrate()
 
@@ -187,12 +188,27 @@ def main() -> int:
         handles = [durable.start_workflow(wf10, 0) for _ in range(n)]
         assert [h.get_result(timeout=300) for h in handles] == [STEPS] * n
 
-    modes = {"plain": plain, "durable_chain": durable_chain, "durable_workflow": durable_workflow}
+    def durable_tx_chain() -> None:
+        handles = [
+            durable.chain(dtx.s(0), *[dtx.s() for _ in range(STEPS - 1)]).start() for _ in range(n)
+        ]
+        assert [h.get_result(timeout=300) for h in handles] == [STEPS] * n
+
+    all_modes = {
+        "plain": (plain, {}),
+        "durable_chain": (durable_chain, {}),
+        # the same chains with their results also written to Redis (durable_store_results off)
+        "durable_chain_redis": (durable_chain, {"BENCH_STORE_RESULTS": "0"}),
+        "durable_tx_chain": (durable_tx_chain, {}),
+        "durable_workflow": (durable_workflow, {}),
+    }
+    chosen = args.modes.split(",") if args.modes else list(all_modes)
+    modes = {m: all_modes[m] for m in ["plain", *chosen] if m in all_modes}
     rows: dict[str, list[dict[str, Any]]] = {m: [] for m in [*modes, "dbos"]}
     dbos_url = None if args.no_dbos else recreate_database("durable_bench_dbos")
     for _ in range(rounds):
-        for mode, fn in modes.items():
-            rows[mode].append(measure(mode, n, env, stats, logs, fn))
+        for mode, (fn, extra) in modes.items():
+            rows[mode].append(measure(mode, n, {**env, **extra}, stats, logs, fn))
         if dbos_url is not None:
             row = run_dbos(n, dbos_url)
             if row is None:
@@ -219,7 +235,7 @@ def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def print_table(table: list[dict[str, Any]], n: int, rounds: int) -> None:
     cols = [
-        ("mode", "{:<17}"), ("wall_s", "{:>8.2f}"), ("workflows_per_s", "{:>12.1f}"),
+        ("mode", "{:<20}"), ("wall_s", "{:>8.2f}"), ("workflows_per_s", "{:>12.1f}"),
         ("steps_per_s", "{:>10.1f}"), ("cpu_ms_per_step", "{:>11.2f}"),
         ("statements_per_step", "{:>10.2f}"), ("transactions_per_step", "{:>9.2f}"),
         ("ratio_to_plain", "{:>8.2f}"),
@@ -246,7 +262,7 @@ def print_table(table: list[dict[str, Any]], n: int, rounds: int) -> None:
         print(" ".join(fmt.format(row[k]) for k, fmt in cols))
     print("ratio to plain, round by round:")
     for row in table[1:]:
-        print(f"  {row['mode']:<17}", " ".join(f"{r:.2f}" for r in row["ratio_per_round"]))
+        print(f"  {row['mode']:<20}", " ".join(f"{r:.2f}" for r in row["ratio_per_round"]))
     for row in table:
         print(
             "BENCH "

@@ -33,6 +33,7 @@ from .operations import DurableOperations, workflow_filter
 from .options import DBOS_OPTIONS, POLICY_OPTIONS, celery_options, retry_policy
 from .publisher import Republisher
 from .recovery import connect_recovery_signals, install_sweep, run_sweep
+from .results import DurableResults
 from .retention import install_gc
 from .settings import DurableSettings, read_settings
 from .signals import SignalEvents
@@ -42,7 +43,7 @@ from .worker import DurableHeartbeat, connect_signals
 _TASK_OPTION_DEFAULTS = {"shared": False}
 WORKFLOW_OPTIONS = ("name", "max_recovery_attempts", "validate_args")
 STEP_OPTIONS = ("name", "validate_args", "policy", *POLICY_OPTIONS, *DBOS_OPTIONS)
-TRANSACTION_OPTIONS = ("name", "isolation_level", "validate_args")
+TRANSACTION_OPTIONS = ("name", "isolation_level", *STEP_OPTIONS[1:])
 
 
 class Durable(DurableOperations):
@@ -75,6 +76,7 @@ class Durable(DurableOperations):
         self.dispatcher: Callable[[str, Any, Any, dict[str, Any]], Any] | None = None
         self.logger = make_logger()
         app.durable = self
+        app._backend = DurableResults(self)  # durable results from the store (results.py)
         app.steps["worker"].add(DurableHeartbeat)
         connect_signals()
         connect_recovery_signals()
@@ -254,21 +256,28 @@ class Durable(DurableOperations):
         name: str | None = None,
         *,
         validate_args: bool = False,
-        **task_options: Any,
+        policy: RetryPolicy | None = None,
+        retries_allowed: bool | None = None,
+        max_attempts: int | None = None,
+        **options: Any,
     ) -> Callable[[Callable[..., Any]], Any]:
-        """A step run in one database transaction with its checkpoint: ``durable.sql_session``."""
+        """A step run in one database transaction with its checkpoint: ``durable.sql_session``.
+        It takes a step's retry options too; a failed attempt is rolled back."""
         allowed = {None, "SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED", "READ UNCOMMITTED"}
         if isolation_level not in allowed:
             raise ValueError(f"isolation_level must be one of {sorted(a for a in allowed if a)}")
-        celery = celery_options("transaction", task_options, TRANSACTION_OPTIONS)
+        given = {k: options.pop(k) for k in POLICY_OPTIONS if k in options}
+        chosen = retry_policy("transaction", policy, given, retries_allowed, max_attempts)
+        celery = celery_options("transaction", options, TRANSACTION_OPTIONS)
 
         def decorate(fn: Callable[..., Any]) -> Any:
             attrs = {
                 "durable_kind": WorkflowKind.TRANSACTION,
                 "durable_isolation_level": isolation_level,
+                "durable_policy": chosen,
             }
-            options = {"validate_args": validate_args, **celery}
-            return self._task(fn, attrs, {"name": name, **options} if name else options)
+            task_options = {"validate_args": validate_args, **celery}
+            return self._task(fn, attrs, {"name": name, **task_options} if name else task_options)
 
         return decorate
 

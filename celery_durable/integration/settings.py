@@ -30,6 +30,7 @@ class DurableSettings(BaseModel):
     recovery_batch_size: int = Field(default=500, ge=1)
     recovery_queue: str | None = None
     enqueue_timeout: float = Field(default=30.0, gt=0)
+    store_results: bool = True  # durable tasks' Celery results come from the store alone
     # retention: ended workflows older than this are deleted by beat's gc (None or 0: never)
     retention_seconds: float | None = Field(default=30 * 24 * 3600.0, ge=0)
     gc_interval: float = Field(default=3600.0, gt=0)

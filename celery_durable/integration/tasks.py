@@ -94,8 +94,10 @@ class DurableTask(Task):  # type: ignore[misc]
             policy = self.durable_policy
             return run_step(runtime, self.name, self.run, args, kwargs, policy, codec)
         if self.durable_kind == WorkflowKind.TRANSACTION:
-            isolation = self.durable_isolation_level
-            return run_transaction(runtime, self.name, self.run, args, kwargs, isolation, codec)
+            isolation, policy = self.durable_isolation_level, self.durable_policy
+            return run_transaction(
+                runtime, self.name, self.run, args, kwargs, isolation, codec, policy
+            )
         workflow_id = take_workflow_id()
         parent = current_workflow()
         stored_args, stored_kwargs = codec.dump_args(args, kwargs)

@@ -118,6 +118,10 @@ def run_chain_step(
         body = fn
         fn = lambda *a, **kw: codec.dump_result(body(*a, **kw))  # noqa: E731
     executor_id = runtime.executor_id()
+    ctx = WorkflowContext(workflow_id, name, executor_id, in_step=True)
+    if transaction:
+        run = _LeasedTransaction(runtime, ctx, step_id, fn, args, kwargs, policy, last)
+        return run(isolation_level)
     claimed = runtime.store.claim_chain_step(
         workflow_id, step_id, name, executor_id, runtime.stale_before_ms
     )
@@ -125,20 +129,13 @@ def run_chain_step(
         return _not_claimed(runtime, workflow_id, step_id, name)
     attempt = claimed.attempts
     lease = claimed.lease_id or ""
-    ser = runtime.serializer
-    ctx = WorkflowContext(workflow_id, name, executor_id, in_step=True)
     with step_scope(StepStatus(step_id, attempt, policy.max_attempts), name, workflow=ctx):
         try:
-            if transaction:
-                committed, value = _run_transaction(
-                    runtime, claimed, fn, args, kwargs, attempt, last, isolation_level
-                )
-            else:
-                value = fn(*args, **kwargs)
-                output = ser.dumps(value, what=f"the output of step {name!r}")
-                committed = runtime.store.finish_chain_step(
-                    workflow_id, step_id, lease, output, attempt + 1, last
-                )
+            value = fn(*args, **kwargs)
+            output = runtime.serializer.dumps(value, what=f"the output of step {name!r}")
+            committed = runtime.store.finish_chain_step(
+                workflow_id, step_id, lease, output, attempt + 1, last
+            )
         except Exception as exc:
             return _failed(runtime, claimed, lease, policy, attempt, exc)
     if committed:
@@ -147,32 +144,77 @@ def run_chain_step(
     return _unclaimed(runtime, workflow_id, step_id)  # lost the lease meanwhile
 
 
-def _run_transaction(
-    runtime: Runtime,
-    claimed: StepRecord,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    attempt: int,
-    last: bool,
-    isolation_level: str | None,
-) -> tuple[bool, Any]:
-    lease = claimed.lease_id or ""
+class _LeasedTransaction:
+    """A transaction chain step: lease, body and checkpoint in one database transaction.
 
-    def body(session: Any) -> Any:
-        token = sql_session.set(session)
+    The lease is the transaction's first statement (no commit, no round trip of its own);
+    its row lock holds a duplicate delivery until the commit, after which that one finds
+    the step done. A body that raises rolls all of it back, the lease too: the step is
+    then leased on its own to record the attempt's failure (a retry, or the end)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        ctx: WorkflowContext,
+        step_id: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        policy: RetryPolicy,
+        last: bool,
+    ) -> None:
+        self.runtime, self.ctx, self.step_id = runtime, ctx, step_id
+        self.fn, self.args, self.kwargs, self.policy, self.last = fn, args, kwargs, policy, last
+        self.leased: StepRecord | None = None
+
+    def start(self, tx: Any) -> bool:
+        ctx = self.ctx
+        self.leased = self.runtime.store.lease_chain_step(
+            tx, ctx.workflow_id, self.step_id, ctx.name, ctx.executor_id,
+            self.runtime.stale_before_ms,
+        )  # fmt: skip
+        return self.leased is not None
+
+    def body(self, session: Any) -> Any:
+        assert self.leased is not None
+        status = StepStatus(self.step_id, self.leased.attempts, self.policy.max_attempts)
+        with step_scope(status, self.ctx.name, workflow=self.ctx):
+            token = sql_session.set(session)
+            try:
+                return self.fn(*self.args, **self.kwargs)
+            finally:
+                sql_session.reset(token)
+
+    def finish(self, tx: Any, value: Any) -> bool:
+        assert self.leased is not None
+        output = self.runtime.serializer.dumps(value, what=f"the output of {self.ctx.name!r}")
+        return self.runtime.store.complete_chain_step(
+            tx, self.ctx.workflow_id, self.step_id, self.leased.lease_id or "", output,
+            self.leased.attempts + 1, self.last,
+        )  # fmt: skip
+
+    def __call__(self, isolation_level: str | None) -> ChainStepResult:
+        runtime, ctx, sid = self.runtime, self.ctx, self.step_id
+        store = runtime.store
         try:
-            return fn(*args, **kwargs)
-        finally:
-            sql_session.reset(token)
-
-    def finish(conn: Any, value: Any) -> bool:
-        output = runtime.serializer.dumps(value, what=f"the output of step {claimed.name!r}")
-        return runtime.store.complete_chain_step(
-            conn, claimed.workflow_id, claimed.step_id, lease, output, attempt + 1, last
-        )
-
-    return runtime.store.run_transaction_step(body, finish, isolation_level)
+            committed, value = store.run_transaction_step(
+                self.body, self.finish, isolation_level, start=self.start
+            )
+        except Exception as exc:  # rolled back, the lease with it
+            claimed = store.claim_chain_step(
+                ctx.workflow_id, sid, ctx.name, ctx.executor_id, runtime.stale_before_ms
+            )
+            if claimed is None:
+                return _not_claimed(runtime, ctx.workflow_id, sid, ctx.name)
+            return _failed(
+                runtime, claimed, claimed.lease_id or "", self.policy, claimed.attempts, exc
+            )
+        if self.leased is None:
+            return _not_claimed(runtime, ctx.workflow_id, sid, ctx.name)
+        if not committed:
+            return _unclaimed(runtime, ctx.workflow_id, sid)
+        runtime.events.step_checkpointed(workflow_id=ctx.workflow_id, step_id=sid, name=ctx.name)
+        return ChainStepResult(ChainOutcome.SUCCESS, value=value)
 
 
 def _not_claimed(runtime: Runtime, workflow_id: str, step_id: int, name: str) -> ChainStepResult:

@@ -23,6 +23,7 @@ from .context import (
 from .runtime import Runtime
 
 Codec = Annotations | None  # a step's annotated output through JSON (annotations.py)
+ONE_ATTEMPT = RetryPolicy()
 
 SLEEP_STEP = "durable.sleep"
 # a checkpoint this recent stands for a status check before the next step (check_running)
@@ -122,16 +123,45 @@ def run_step(
     """Run a step: checkpointed inside a workflow, plain (with retries) outside one.
     ``codec`` carries an annotated output through JSON (see annotations.py)."""
     ctx = current_workflow()
-    if ctx is None or ctx.in_step:
-        return _run_attempts(runtime, None, -1, name, fn, args, kwargs, policy, [], codec)
+    if ctx is not None and ctx.in_step:
+        ctx = None  # nested in a step: the outer step is the unit of replay
+    step_id, prior = _begin(runtime, ctx, name)
+    if isinstance(prior, _Stored):
+        return _stored_result(runtime, prior.record, codec)
+
+    def attempt(status: StepStatus) -> Any:
+        return _call(ctx, status, name, fn, args, kwargs)
+
+    def done(result: Any, attempts: int, started: int) -> Any:
+        if ctx is None:
+            return result
+        return _checkpoint_output(runtime, ctx, step_id, name, result, attempts, started, codec)
+
+    return _run_attempts(runtime, ctx, step_id, name, policy, prior, attempt, done)
+
+
+class _Stored:
+    """A replayed step that ended: its recorded outcome stands."""
+
+    def __init__(self, record: StepRecord) -> None:
+        self.record = record
+
+
+def _begin(
+    runtime: Runtime, ctx: WorkflowContext | None, name: str
+) -> tuple[int, list[BaseException] | _Stored]:
+    """The step's id in its workflow (-1 outside one), and its earlier attempts' errors
+    (a replay after a long retry wait), or its recorded outcome if it ended."""
+    if ctx is None:
+        return -1, []
     step_id = ctx.next_step_id()
     record = replayed(ctx, step_id, name)
     if record is not None and record.status in ENDED_STEPS:
-        return _stored_result(runtime, record, codec)
-    prior = [
+        return step_id, _Stored(record)
+    errors = [
         runtime.serializer.loads_exception(e) for e in (record.attempt_errors if record else ())
     ]
-    return _run_attempts(runtime, ctx, step_id, name, fn, args, kwargs, policy, prior, codec)
+    return step_id, errors
 
 
 def _run_attempts(
@@ -139,22 +169,20 @@ def _run_attempts(
     ctx: WorkflowContext | None,
     step_id: int,
     name: str,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
     policy: RetryPolicy,
     errors: list[BaseException],
-    codec: Codec,
+    attempt_fn: Callable[[StepStatus], Any],
+    done: Callable[[Any, int, int], Any],
 ) -> Any:
+    """Attempts by ``policy`` until one succeeds (``done(result, attempts, started)`` then
+    gives the step's value) or the policy ends the step, raising its error."""
     attempt = len(errors)
     started = runtime.clock.now_ms()
     while True:
         if ctx is not None:
             check_running(runtime, ctx)
         try:
-            result = _call(
-                ctx, StepStatus(step_id, attempt, policy.max_attempts), name, fn, args, kwargs
-            )
+            result = attempt_fn(StepStatus(step_id, attempt, policy.max_attempts))
         except Exception as exc:
             errors.append(exc)
             if ctx is not None:
@@ -189,9 +217,7 @@ def _run_attempts(
                 raise SuspendWorkflow(delay) from None
             wait(runtime, ctx, delay)
             continue
-        if ctx is None:
-            return result
-        return _checkpoint_output(runtime, ctx, step_id, name, result, attempt + 1, started, codec)
+        return done(result, attempt + 1, started)
 
 
 def _checkpoint_output(
@@ -266,56 +292,57 @@ def run_transaction(
     kwargs: dict[str, Any],
     isolation_level: str | None,
     codec: Codec = None,
+    policy: RetryPolicy = ONE_ATTEMPT,
 ) -> Any:
-    """Run ``fn`` with ``durable.sql_session``; its checkpoint commits with its statements."""
+    """Run ``fn`` with ``durable.sql_session``; its checkpoint commits with its statements.
+    An attempt that raises rolls back, and ``policy`` decides what follows, as for a step."""
     ctx = current_workflow()
     if ctx is not None and ctx.in_step:
         ctx = None  # nested in a step: the outer step is the unit of replay
-    step_id = -1
-    if ctx is not None:
-        step_id = ctx.next_step_id()
-        record = replayed(ctx, step_id, name)
-        if record is not None and record.status in ENDED_STEPS:
-            return _stored_result(runtime, record, codec)
-        check_running(runtime, ctx)
-    started = runtime.clock.now_ms()
-    status = StepStatus(step_id, 0, 1)
+    step_id, prior = _begin(runtime, ctx, name)
+    if isinstance(prior, _Stored):
+        return _stored_result(runtime, prior.record, codec)
 
-    def body(session: Any) -> Any:
-        token = sql_session.set(session)
-        try:
-            return _call(ctx, status, name, fn, args, kwargs)
-        finally:
-            sql_session.reset(token)
+    def attempt(status: StepStatus) -> tuple[bool, Any]:
+        started = runtime.clock.now_ms()
 
-    def checkpoint(conn: Any, result: Any) -> bool:
+        def body(session: Any) -> Any:
+            token = sql_session.set(session)
+            try:
+                return _call(ctx, status, name, fn, args, kwargs)
+            finally:
+                sql_session.reset(token)
+
+        def checkpoint(conn: Any, result: Any) -> bool:
+            if ctx is None:
+                return True
+            record = StepRecord(
+                workflow_id=ctx.workflow_id,
+                step_id=step_id,
+                name=name,
+                status=StepState.SUCCESS,
+                output=_encoded_output(runtime, name, result, codec),
+                attempts=status.current_attempt + 1,
+                started_at_ms=started,
+                completed_at_ms=runtime.clock.now_ms(),
+            )
+            return runtime.store.insert_checkpoint(conn, record)
+
+        return runtime.store.run_transaction_step(body, checkpoint, isolation_level)
+
+    def done(outcome: tuple[bool, Any], attempts: int, started: int) -> Any:
+        committed, result = outcome
         if ctx is None:
-            return True
-        record = StepRecord(
-            workflow_id=ctx.workflow_id,
-            step_id=step_id,
-            name=name,
-            status=StepState.SUCCESS,
-            output=_encoded_output(runtime, name, result, codec),
-            attempts=1,
-            started_at_ms=started,
-            completed_at_ms=runtime.clock.now_ms(),
-        )
-        return runtime.store.insert_checkpoint(conn, record)
+            return result
+        if committed:
+            ctx.confirmed_ms = runtime.clock.now_ms()
+            runtime.events.step_checkpointed(
+                workflow_id=ctx.workflow_id, step_id=step_id, name=name
+            )
+            return result
+        return recorded_elsewhere(runtime, ctx, step_id, codec)
 
-    try:
-        committed, result = runtime.store.run_transaction_step(body, checkpoint, isolation_level)
-    except Exception as exc:
-        if ctx is not None:
-            _checkpoint_error(runtime, ctx, step_id, name, exc, 1, started)
-        raise
-    if ctx is None:
-        return result
-    if committed:
-        ctx.confirmed_ms = runtime.clock.now_ms()
-        runtime.events.step_checkpointed(workflow_id=ctx.workflow_id, step_id=step_id, name=name)
-        return result
-    return recorded_elsewhere(runtime, ctx, step_id, codec)
+    return _run_attempts(runtime, ctx, step_id, name, policy, prior, attempt, done)
 
 
 def durable_sleep(runtime: Runtime, seconds: float) -> None:

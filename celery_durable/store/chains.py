@@ -48,16 +48,7 @@ class ChainQueries(StoreBase):
         Also marks an ENQUEUED workflow PENDING. Returns the leased step (its name,
         attempts so far and lease id), or None.
         """
-        lease = uuid.uuid4().hex
-        params = {
-            "wid": workflow_id,
-            "sid": step_id,
-            "name": name,
-            "executor": executor_id,
-            "lease": lease,
-            "stale": stale_before_ms,
-            "now": self.clock.now_ms(),
-        }
+        params = self._lease_params(workflow_id, step_id, name, executor_id, stale_before_ms)
         # Relaxed commits: a lease lost in a database crash only frees the step again (its
         # completion, a durable commit, checks the lease), and any later durable commit
         # flushes this one to disk with it.
@@ -66,15 +57,40 @@ class ChainQueries(StoreBase):
             return None
         if row["workflow_status"] == WorkflowState.ENQUEUED:  # first step, or after recovery
             self._hot("claim_chain_step", _MARK_RUNNING, params, async_commit=True)
-        return StepRecord(
-            workflow_id=workflow_id,
-            step_id=step_id,
-            name=row["name"],
-            status=StepState.RUNNING,
-            attempts=row["attempts"],
-            executor_id=executor_id,
-            lease_id=lease,
-        )
+        return _leased(params, row)
+
+    def lease_chain_step(
+        self,
+        tx: Connection,
+        workflow_id: str,
+        step_id: int,
+        name: str,
+        executor_id: str,
+        stale_before_ms: int,
+    ) -> StepRecord | None:
+        """``claim_chain_step`` inside ``run_transaction_step``'s transaction ``tx``: the
+        lease commits with the step's checkpoint (no commit of its own), and its row lock
+        keeps a duplicate delivery waiting until then (which then finds the step done)."""
+        params = self._lease_params(workflow_id, step_id, name, executor_id, stale_before_ms)
+        row = tx.execute(_CLAIM, params).mappings().first()
+        if row is None:
+            return None
+        if row["workflow_status"] == WorkflowState.ENQUEUED:
+            tx.execute(_MARK_RUNNING, params)
+        return _leased(params, row)
+
+    def _lease_params(
+        self, workflow_id: str, step_id: int, name: str, executor_id: str, stale_before_ms: int
+    ) -> dict[str, Any]:
+        return {
+            "wid": workflow_id,
+            "sid": step_id,
+            "task_name": name,
+            "executor": executor_id,
+            "lease": uuid.uuid4().hex,
+            "stale": stale_before_ms,
+            "now": self.clock.now_ms(),
+        }
 
     def complete_chain_step(
         self,
@@ -197,6 +213,18 @@ class ChainQueries(StoreBase):
         return self._read("first_open_step", run)
 
 
+def _leased(params: dict[str, Any], row: Any) -> StepRecord:
+    return StepRecord(
+        workflow_id=params["wid"],
+        step_id=params["sid"],
+        name=row["name"],
+        status=StepState.RUNNING,
+        attempts=row["attempts"],
+        executor_id=params["executor"],
+        lease_id=params["lease"],
+    )
+
+
 def _complete_params(
     workflow_id: str, step_id: int, lease_id: str, output: str, attempts: int, now: int
 ) -> dict[str, Any]:
@@ -242,7 +270,7 @@ def _build_statements() -> tuple[Any, Any, Any, Any]:
             steps.c.workflow_id == wid,
             steps.c.step_id == sid,
             # a message runs only as the step it names (see integration/chains.py)
-            steps.c.name == bindparam("name"),
+            steps.c.name == bindparam("task_name"),
             or_(
                 one_of(steps.c.status, StepState.PENDING, StepState.RETRYING),
                 and_(

@@ -141,9 +141,10 @@ class DurableStore(OperationsStore, Protocol):
         body: Callable[[Any], T],
         finish: Callable[[Any, T], bool],
         isolation_level: str | None = None,
+        start: Callable[[Any], bool] | None = None,
     ) -> tuple[bool, T | None]:
-        """``body(session)`` then ``finish(tx, result)`` in one transaction; ``finish``
-        returning False rolls the body back: (False, None)."""
+        """``start(tx)`` (if given), ``body(session)``, then ``finish(tx, result)`` in one
+        transaction; ``start`` or ``finish`` returning False rolls it back: (False, None)."""
         ...
 
     def insert_checkpoint(self, tx: Any, record: StepRecord) -> bool:
@@ -196,6 +197,19 @@ class DurableStore(OperationsStore, Protocol):
         last: bool,
     ) -> bool:
         """``finish_chain_step`` inside ``run_transaction_step``'s transaction ``tx``."""
+        ...
+
+    def lease_chain_step(
+        self,
+        tx: Any,
+        workflow_id: str,
+        step_id: int,
+        name: str,
+        executor_id: str,
+        stale_before_ms: int,
+    ) -> StepRecord | None:
+        """``claim_chain_step`` inside ``run_transaction_step``'s transaction ``tx`` (from its
+        ``start``): the lease commits, or rolls back, with the step."""
         ...
 
     def retry_chain_step(

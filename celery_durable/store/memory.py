@@ -267,18 +267,24 @@ class MemoryStore(MemoryOperations, MemoryChildren):
         body: Callable[[Session], T],
         finish: Callable[[MemoryTransaction, T], bool],
         isolation_level: str | None = None,
+        start: Callable[[MemoryTransaction], bool] | None = None,
     ) -> tuple[bool, T | None]:
-        """``body(session)``, then, under the store lock, ``finish(tx, result)`` stages the
-        checkpoint: committed with the session, or refused and the session rolled back."""
+        """``start(tx)`` (a lease, staged), ``body(session)``, then ``finish(tx, result)``
+        stages the checkpoint: committed with the session, or refused (by ``start`` or
+        ``finish``) and the session rolled back. With a ``start`` the store lock is held
+        throughout, as the SQL store's row lock holds a duplicate delivery."""
         with self._sql_serial, self.sql_engine.connect() as conn:
             if isolation_level and conn.dialect.name == "postgresql":
                 conn = conn.execution_options(isolation_level=isolation_level)
-            with conn.begin() as sql:
+            with conn.begin() as sql, self._lock if start is not None else nullcontext():
+                tx = self.begin()
+                if start is not None and not start(tx):
+                    sql.rollback()
+                    return False, None
                 with Session(bind=conn) as session:
                     result = body(session)
                     session.flush()
                 with self._lock:
-                    tx = self.begin()
                     if not finish(tx, result):
                         sql.rollback()
                         return False, None

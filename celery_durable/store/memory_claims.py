@@ -89,41 +89,51 @@ class MemoryClaims(MemoryTables):
         self, workflow_id: str, step_id: int, name: str, executor_id: str, stale_before_ms: int
     ) -> StepRecord | None:
         """Lease a step (see ``Store.claim_chain_step``); an ENQUEUED chain becomes PENDING."""
-        now = self.clock.now_ms()
         with self.atomic() as tx:
-            w = self._workflows.get(workflow_id)
-            s = self._steps.get(workflow_id, {}).get(step_id)
-            if w is None or s is None or s.name != name:
-                return None
-            if w.status not in ACTIVE_STATUSES or (
-                w.deadline_ms is not None and w.deadline_ms < now
-            ):
-                return None  # no step starts once its chain ended or passed its deadline
-            free = s.status in (StepState.PENDING, StepState.RETRYING) or (
-                s.status == StepState.RUNNING and not self._live(s.executor_id, stale_before_ms)
+            return self.lease_chain_step(
+                tx, workflow_id, step_id, name, executor_id, stale_before_ms
             )
-            if not free:
-                return None
-            lease = uuid.uuid4().hex
-            started = now if s.started_at_ms is None else s.started_at_ms
-            tx.put_step(
-                s, status=StepState.RUNNING, executor_id=executor_id, lease_id=lease,
-                started_at_ms=started, due_at_ms=None,
-            )  # fmt: skip
-            if w.status == WorkflowState.ENQUEUED:  # first step, or after recovery
-                begun = now if w.started_at_ms is None else w.started_at_ms
-                tx.put_workflow(
-                    w, status=WorkflowState.PENDING, started_at_ms=begun, updated_at_ms=now
-                )
-            return StepRecord(
-                workflow_id=workflow_id,
-                step_id=step_id,
-                name=s.name,
-                status=StepState.RUNNING,
-                attempts=s.attempts,
-                executor_id=executor_id,
-                lease_id=lease,
-            )
+
+    def lease_chain_step(
+        self,
+        tx: MemoryTransaction,
+        workflow_id: str,
+        step_id: int,
+        name: str,
+        executor_id: str,
+        stale_before_ms: int,
+    ) -> StepRecord | None:
+        """The lease, staged in ``tx`` (applied with the call or transaction step)."""
+        now = self.clock.now_ms()
+        w = tx.workflow(workflow_id)
+        s = tx.step(workflow_id, step_id)
+        if w is None or s is None or s.name != name:
+            return None
+        if w.status not in ACTIVE_STATUSES or (w.deadline_ms is not None and w.deadline_ms < now):
+            return None  # no step starts once its chain ended or passed its deadline
+        free = s.status in (StepState.PENDING, StepState.RETRYING) or (
+            s.status == StepState.RUNNING and not self._live(s.executor_id, stale_before_ms)
+        )
+        if not free:
+            return None
+        lease = uuid.uuid4().hex
+        started = now if s.started_at_ms is None else s.started_at_ms
+        tx.put_step(
+            s, status=StepState.RUNNING, executor_id=executor_id, lease_id=lease,
+            started_at_ms=started, due_at_ms=None,
+        )  # fmt: skip
+        if w.status == WorkflowState.ENQUEUED:  # first step, or after recovery
+            begun = now if w.started_at_ms is None else w.started_at_ms
+            tx.put_workflow(w, status=WorkflowState.PENDING, started_at_ms=begun, updated_at_ms=now)
+        return StepRecord(
+            workflow_id=workflow_id,
+            step_id=step_id,
+            name=s.name,
+            status=StepState.RUNNING,
+            attempts=s.attempts,
+            executor_id=executor_id,
+            lease_id=lease,
+        )
 
     def claim_stalled(
         self, stale_before_ms: int, lost_before_ms: int, limit: int, error: ErrorFor

@@ -45,7 +45,7 @@ def _claim_workflow() -> Any:
         .where(
             workflows.c.workflow_id == bindparam("wid"),
             # a message runs only as the workflow it names (see integration/tasks.py)
-            workflows.c.name == bindparam("name"),
+            workflows.c.name == bindparam("task_name"),
             or_(
                 # an early duplicate of a scheduled retry waits for its own message
                 and_(

@@ -83,7 +83,7 @@ class Store(OperationsQueries, ChainQueries, ChildQueries, StoreBase):
         now = self.clock.now_ms()
         params = {
             "wid": workflow_id,
-            "name": name,
+            "task_name": name,
             "executor": executor_id,
             "stale": stale_before_ms,
             "now": now,
@@ -347,12 +347,14 @@ class Store(OperationsQueries, ChainQueries, ChildQueries, StoreBase):
         body: Callable[[Session], T],
         finish: Callable[[Connection, T], bool],
         isolation_level: str | None = None,
+        start: Callable[[Connection], bool] | None = None,
     ) -> tuple[bool, T | None]:
         """Run ``body`` and ``finish`` (its checkpoint) in one database transaction.
 
-        Serialization failures and deadlocks are retried from the start. When ``finish``
-        returns False (the checkpoint already existed) the body's effects are rolled back
-        and (False, None) is returned.
+        ``start(tx)``, when given, runs first in it (a chain step's lease); returning False
+        ends the transaction there, the body not run. Serialization failures and deadlocks
+        are retried from the start. When ``start`` or ``finish`` returns False the body's
+        effects are rolled back and (False, None) is returned.
         """
 
         def attempt() -> tuple[bool, T | None]:
@@ -361,6 +363,8 @@ class Store(OperationsQueries, ChainQueries, ChildQueries, StoreBase):
                     conn = conn.execution_options(isolation_level=isolation_level)
                 try:
                     with conn.begin(), Session(bind=conn) as session:
+                        if start is not None and not start(conn):
+                            raise _AlreadyRecorded
                         result = body(session)
                         session.flush()
                         if not finish(conn, result):

@@ -142,3 +142,34 @@ def test_plain_celery_chain_is_durable(worker: Any, flags: Path) -> None:
     assert (counts["s1"], counts["s3"]) == (1, 1)
     # DESIGN section 5: retrieve_workflow also accepts the id of the result apply_async returned
     assert durable.retrieve_workflow(res.id).workflow_id == root
+
+
+def test_transaction_steps_in_a_chain_commit_once(worker: Any) -> None:
+    """Each transaction step's lease, body and checkpoint are one transaction: its rows
+    land once; a duplicate delivery while it runs waits for it and runs nothing; a failed
+    attempt's rows are rolled back, and its retry commits."""
+    chains.setup()
+    w = worker(APP, concurrency=4)
+    booked = durable.chain(chains.s1.s(1), chains.book.s(), chains.s2.s()).start()
+    slow = durable.chain(chains.slow_book.s([7]), chains.s2.s()).start()
+    flaky = durable.chain(chains.flaky_book.s([3]), chains.s2.s()).start()
+    wait_for(lambda: effects(slow.workflow_id)["slow_book"] == 1, timeout=20, interval=0.02)
+    rows = durable.store.load_steps(slow.workflow_id)
+    next_link = chains.s2.s().set(
+        task_id=rows[1].task_id, headers=durable_headers(slow.workflow_id, 1)
+    )
+    chains.app.send_task(  # a duplicate of the running step's message (a redelivery)
+        chains.slow_book.name, [[7]], task_id=rows[0].task_id, root_id=slow.workflow_id,
+        headers=durable_headers(slow.workflow_id, 0),
+        chain=[next_link],
+    )  # fmt: skip
+
+    for handle in (booked, slow, flaky):
+        handle.get_result(timeout=RESULT_TIMEOUT)
+    assert (effects(booked.workflow_id)["book"], chains.bookings(booked.workflow_id)) == (1, 1)
+    assert w.log().count(f"slow_book[{rows[0].task_id}] received") == 2  # the duplicate came
+    assert (effects(slow.workflow_id)["slow_book"], chains.bookings(slow.workflow_id)) == (1, 1)
+    assert effects(flaky.workflow_id)["flaky_book"] == 2  # the failed attempt ran its body
+    assert chains.bookings(flaky.workflow_id) == 1  # ... and its rows were rolled back
+    [step, _] = durable.list_workflow_steps(flaky.workflow_id)
+    assert (step.attempts, [type(e) for e in step.errors]) == (2, [ConnectionError])

@@ -154,6 +154,8 @@ step_retries_exhausted.connect(_note_exhausted, weak=False)
 
 def setup() -> None:
     ensure_tables(durable)
+    with durable.store.engine.begin() as conn:
+        conn.execute(text(BOOKINGS_DDL))
 
 
 def effects(workflow_id: str) -> Counter[str]:
@@ -162,3 +164,50 @@ def effects(workflow_id: str) -> Counter[str]:
 
 def attempt_times(workflow_id: str, step: str) -> list[float]:
     return [at for _, _, at in read_attempts(durable, workflow_id, step)]
+
+
+# transaction steps in chains (tests/acceptance/test_chains.py) --------------------
+BOOKINGS_DDL = (
+    "CREATE TABLE IF NOT EXISTS test_bookings (booking_id VARCHAR(64) PRIMARY KEY, "
+    "workflow_id VARCHAR(255) NOT NULL)"
+)
+
+
+def _book(name: str, values: list[int], seconds: float = 0.0) -> list[int]:
+    """A row written in the step's own transaction (committed with its checkpoint), and an
+    effect written at once (counted whether the transaction commits or not)."""
+    record_effect(durable, name)
+    durable.sql_session.execute(
+        text("INSERT INTO test_bookings VALUES (:b, :w)"),
+        {"b": uuid.uuid4().hex, "w": durable.workflow_id},
+    )
+    time.sleep(seconds)
+    return [*values, len(values)]
+
+
+@durable.transaction()
+def book(values: list[int]) -> list[int]:
+    return _book("book", values)
+
+
+@durable.transaction()
+def slow_book(values: list[int]) -> list[int]:
+    return _book("slow_book", values, seconds=1.5)
+
+
+@durable.transaction(retries=1, interval_seconds=0.1)
+def flaky_book(values: list[int]) -> list[int]:
+    booked = _book("flaky_book", values)
+    status = durable.step_status
+    assert status is not None
+    if status.current_attempt == 0:
+        raise ConnectionError("the first attempt's booking is rolled back")
+    return booked
+
+
+def bookings(workflow_id: str) -> int:
+    with durable.store.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT count(*) FROM test_bookings WHERE workflow_id = :w"), {"w": workflow_id}
+        )
+        return int(rows.scalar() or 0)

@@ -17,7 +17,18 @@ from celery_durable.types import (
     StepState,
 )
 from tests.store.conftest import sql_engine_of
-from tests.store.contract import S, chain, executor, get, get_step, lease, step, uid, workflow
+from tests.store.contract import (
+    S,
+    chain,
+    executor,
+    fresh,
+    get,
+    get_step,
+    lease,
+    step,
+    uid,
+    workflow,
+)
 
 
 # steps ------------------------------------------------------------------------------
@@ -206,3 +217,40 @@ def test_a_step_that_ended_after_the_deadline_is_not_recorded(any_store: Durable
     record = workflow(any_store, S.PENDING, deadline_ms=now + 1000)
     assert not any_store.record_step(step(record.workflow_id, 0, completed_at_ms=now + 1001))
     assert any_store.record_step(step(record.workflow_id, 0, completed_at_ms=now + 1000))
+
+
+def test_a_chain_step_leased_inside_its_transaction(any_store: DurableStore) -> None:
+    """The lease is the transaction's first statement: it commits with the body and the
+    checkpoint, rolls back with a body that raises, and refuses a step already done
+    (whose body then never runs)."""
+    wid = chain(any_store, links=1)
+    worker = executor(any_store)
+    leased: list[str] = []
+
+    def start(tx: Any) -> bool:
+        found = any_store.lease_chain_step(tx, wid, 0, "link0", worker, fresh(any_store))
+        leased[:] = [found.lease_id or ""] if found is not None else []
+        return found is not None
+
+    def finish(tx: Any, result: str) -> bool:
+        return any_store.complete_chain_step(tx, wid, 0, leased[0], f'"{result}"', 1, True)
+
+    def body(item: str, fail: bool = False) -> Callable[[Session], str]:
+        def run(session: Session) -> str:
+            session.execute(text("INSERT INTO store_test_items VALUES (:i)"), {"i": item})
+            if fail:
+                raise RuntimeError("body failed")
+            return item
+
+        return run
+
+    failed, done, late = uid("item"), uid("item"), uid("item")
+    with pytest.raises(RuntimeError):
+        any_store.run_transaction_step(body(failed, fail=True), finish, start=start)
+    assert get_step(any_store, wid, 0).status == StepState.PENDING  # the lease rolled back
+    assert get(any_store, wid).status == S.ENQUEUED
+    assert any_store.run_transaction_step(body(done), finish, start=start) == (True, done)
+    assert get_step(any_store, wid, 0).status == StepState.SUCCESS
+    assert get(any_store, wid).status == S.SUCCESS
+    assert any_store.run_transaction_step(body(late), finish, start=start) == (False, None)
+    assert items(any_store, failed, done, late) == 1

@@ -1,0 +1,204 @@
+"""Celery results of durable tasks, answered from the durable store.
+
+The store already holds every durable step's output and every workflow's end, durably;
+writing them to the result backend as well cost a Redis SET and PUBLISH per step. The
+app's backend is wrapped: durable tasks' results are written nowhere else, and read from
+the store by ``AsyncResult(id).get()``, ``.state``, ``chain(...).apply_async().get()``,
+with or without a configured backend. Everything else (other tasks' results, groups,
+chords) goes to the configured backend as before.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from celery import states
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+
+from ..errors import AwaitedWorkflowCancelled, AwaitedWorkflowMaxRecoveryAttemptsExceeded
+from ..types import StepState, WorkflowKind, WorkflowState
+
+if TYPE_CHECKING:
+    from .durable import Durable
+
+_WORKFLOW_STATES = {
+    WorkflowState.ENQUEUED: states.PENDING,
+    WorkflowState.PENDING: states.STARTED,
+    WorkflowState.SUCCESS: states.SUCCESS,
+    WorkflowState.ERROR: states.FAILURE,
+    WorkflowState.CANCELLED: states.REVOKED,
+    WorkflowState.MAX_RECOVERY_ATTEMPTS_EXCEEDED: states.FAILURE,
+}
+_STEP_STATES = {
+    StepState.PENDING: states.PENDING,
+    StepState.RUNNING: states.STARTED,
+    StepState.RETRYING: states.RETRY,
+    StepState.SUCCESS: states.SUCCESS,
+    StepState.ERROR: states.FAILURE,
+}
+_NOT_DURABLE_CACHE = 10_000  # ids known not to be durable tasks' (they never become so)
+
+
+class DurableResults:
+    """The app's result backend, with durable tasks' results kept in the durable store.
+
+    Attributes it does not define are the configured backend's (one per thread, as Celery
+    keeps backends that are not thread-safe)."""
+
+    thread_safe = True
+
+    def __init__(self, durable: Durable) -> None:
+        self._durable = durable
+        self._local = threading.local()
+        self._not_durable: OrderedDict[str, None] = OrderedDict()
+
+    @property
+    def fallback(self) -> Any:
+        """The backend the app is configured with (``DisabledBackend`` when none)."""
+        backend = getattr(self._local, "backend", None)
+        if backend is None:
+            backend = self._local.backend = self._durable.app._get_backend()
+        return backend
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fallback, name)
+
+    # writes: none for durable tasks ---------------------------------------
+    def _durable_request(self, request: Any) -> bool:
+        if not self._durable.settings.store_results:
+            return False
+        name = getattr(request, "task", None) or getattr(request, "name", None)
+        task = self._durable.app.tasks.get(name) if isinstance(name, str) else None
+        return getattr(task, "durable_kind", None) is not None
+
+    def store_result(
+        self, task_id: str, result: Any, state: str, traceback: Any = None,
+        request: Any = None, **kw: Any,
+    ) -> Any:  # fmt: skip
+        if self._durable_request(request):
+            return result
+        return self.fallback.store_result(task_id, result, state, traceback, request, **kw)
+
+    def mark_as_done(
+        self, task_id: str, result: Any, request: Any = None, store_result: bool = True,
+        state: str = states.SUCCESS,
+    ) -> Any:  # fmt: skip
+        store = store_result and not self._durable_request(request)
+        return self.fallback.mark_as_done(task_id, result, request, store, state)
+
+    def mark_as_failure(
+        self, task_id: str, exc: Any, traceback: Any = None, request: Any = None,
+        store_result: bool = True, call_errbacks: bool = True, state: str = states.FAILURE,
+    ) -> Any:  # fmt: skip
+        store = store_result and not self._durable_request(request)  # errbacks still run
+        return self.fallback.mark_as_failure(
+            task_id, exc, traceback, request, store, call_errbacks, state
+        )
+
+    def mark_as_retry(
+        self, task_id: str, exc: Any, traceback: Any = None, request: Any = None,
+        store_result: bool = True, state: str = states.RETRY,
+    ) -> Any:  # fmt: skip
+        if self._durable_request(request):
+            return None
+        return self.fallback.mark_as_retry(task_id, exc, traceback, request, store_result, state)
+
+    def mark_as_revoked(
+        self, task_id: str, reason: str = "", request: Any = None, store_result: bool = True,
+        state: str = states.REVOKED,
+    ) -> Any:  # fmt: skip
+        store = store_result and not self._durable_request(request)
+        return self.fallback.mark_as_revoked(task_id, reason, request, store, state)
+
+    # reads: from the store for durable ids -------------------------------
+    def _meta(self, task_id: str) -> dict[str, Any] | None:
+        """The result meta of a durable task id (a chain step's, or a workflow's), or None."""
+        if task_id in self._not_durable or not self._durable.settings.store_results:
+            return None
+        runtime = self._durable.runtime
+        step = runtime.store.find_step_by_task_id(task_id)
+        if step is not None:
+            return _meta(task_id, _STEP_STATES[StepState(step.status)], step.output, step.error)
+        record = runtime.store.get_workflow(task_id)
+        if record is None or record.kind == WorkflowKind.CHAIN:
+            self._not_durable[task_id] = None
+            if len(self._not_durable) > _NOT_DURABLE_CACHE:
+                self._not_durable.popitem(last=False)
+            return None
+        meta = _meta(task_id, _WORKFLOW_STATES[WorkflowState(record.status)], record.output, None)
+        if record.status == WorkflowState.ERROR:
+            meta["error_text"] = record.error
+        elif record.status == WorkflowState.CANCELLED:
+            meta["exception"] = AwaitedWorkflowCancelled(task_id)
+        elif record.status == WorkflowState.MAX_RECOVERY_ATTEMPTS_EXCEEDED:
+            meta["exception"] = AwaitedWorkflowMaxRecoveryAttemptsExceeded(task_id)
+        return meta
+
+    def _decoded(self, meta: dict[str, Any]) -> dict[str, Any]:
+        serializer = self._durable.runtime.serializer
+        error = meta.pop("exception", None)
+        text = meta.pop("error_text", None)
+        if error is None and text is not None:
+            error = serializer.loads_exception(text)
+        if meta["status"] == states.SUCCESS:
+            meta["result"] = serializer.loads(meta.pop("output"), what="a task's result")
+        else:
+            meta.pop("output", None)
+            meta["result"] = error
+        return meta
+
+    def get_task_meta(self, task_id: str, cache: bool = True) -> Any:
+        meta = self._meta(task_id)
+        if meta is None:
+            return self.fallback.get_task_meta(task_id, cache=cache)
+        return self._decoded(meta)
+
+    def get_state(self, task_id: str) -> Any:
+        return self.get_task_meta(task_id)["status"]
+
+    get_status = get_state
+
+    def get_result(self, task_id: str) -> Any:
+        return self.get_task_meta(task_id)["result"]
+
+    def wait_for_pending(self, result: Any, timeout: float | None = None, **kw: Any) -> Any:
+        if self._meta(result.id) is None:
+            return self.fallback.wait_for_pending(result, timeout=timeout, **kw)
+        meta = self.wait_for(result.id, timeout=timeout, interval=kw.get("interval", 0.5))
+        result._maybe_set_cache(meta)
+        return result.maybe_throw(propagate=kw.get("propagate", True), callback=kw.get("callback"))
+
+    def wait_for(self, task_id: str, timeout: float | None = None, **kw: Any) -> Any:
+        """Poll the store (as the durable handles do: 10 ms, doubling up to ``interval``)."""
+        if self._meta(task_id) is None:
+            return self.fallback.wait_for(task_id, timeout=timeout, **kw)
+        clock = self._durable.runtime.clock
+        until = None if timeout is None else clock.monotonic() + timeout
+        pause, interval = 0.01, float(kw.get("interval") or 0.5)
+        while True:
+            meta = self.get_task_meta(task_id)
+            if meta["status"] in states.READY_STATES:
+                return meta
+            if until is not None and clock.monotonic() >= until:
+                raise CeleryTimeoutError("The operation timed out.")
+            clock.sleep(pause if until is None else min(pause, max(0.0, until - clock.monotonic())))
+            pause = min(pause * 2, interval)
+
+    def forget(self, task_id: str) -> None:
+        if self._meta(task_id) is None:
+            self.fallback.forget(task_id)
+
+
+def _meta(task_id: str, status: str, output: str | None, error: str | None) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "status": status,
+        "output": output,
+        "error_text": error,
+        "traceback": None,
+        "children": [],
+        "date_done": datetime.now(UTC) if status in states.READY_STATES else None,
+    }

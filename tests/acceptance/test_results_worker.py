@@ -1,0 +1,53 @@
+"""Celery's own result API on durable tasks, answered from the durable store: with the
+app's result backend configured (nothing durable is written to it) and with none."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from celery import chain, states
+from celery.result import AsyncResult
+
+from celery_durable.errors import MaxStepRetriesExceeded
+from tests.apps import chains as c
+from tests.apps import no_backend_app as nb
+
+
+def backend_keys(app: Any, ids: list[str]) -> list[str]:
+    """The result keys the app's Redis backend holds for these task ids."""
+    client = redis.Redis.from_url(app.conf.result_backend)
+    try:
+        return [i for i in ids if client.exists(f"celery-task-meta-{i}")]
+    finally:
+        client.close()
+
+
+def test_a_chain_with_a_backend_configured_writes_nothing_to_it(worker: Any) -> None:
+    c.setup()
+    worker("tests.apps.chains")
+    last = chain(c.s1.s(1), c.s2.s(), c.s3.s()).apply_async()
+    result = last.get(timeout=30)
+    assert last.status == states.SUCCESS
+    ids = [last.id, last.parent.id, last.parent.parent.id]
+    assert last.parent.get(timeout=5) == result[:3]  # .parent walking, each from the store
+    assert AsyncResult(ids[2], app=c.app).get(timeout=5) == result[:2]
+    assert c.app.AsyncResult(last.id).get(timeout=5) == result
+    assert backend_keys(c.app, ids) == []  # the store holds them; Redis holds nothing
+
+
+def test_results_without_any_backend(worker: Any) -> None:
+    worker("tests.apps.no_backend_app")
+    last = chain(nb.add_one.s(1), nb.add_one.s()).apply_async()
+    assert last.get(timeout=30) == 3
+    assert last.parent.get(timeout=5) == 2
+    assert AsyncResult(last.id, app=nb.app).status == states.SUCCESS
+    workflow = nb.plus_two.delay(5)
+    assert workflow.get(timeout=30) == 7  # a code workflow's AsyncResult too
+    failing = nb.refuse.delay(3)
+    with pytest.raises(MaxStepRetriesExceeded):
+        failing.get(timeout=30)
+    assert failing.status == states.FAILURE
+    with pytest.raises(NotImplementedError):  # a plain id: the app has no backend
+        nb.app.AsyncResult("not-a-durable-task").get(timeout=1)
