@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celery import states
+from celery.backends.base import DisabledBackend
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from ..errors import AwaitedWorkflowCancelled, AwaitedWorkflowMaxRecoveryAttemptsExceeded
@@ -118,15 +119,16 @@ class DurableResults:
         """The result meta of a durable task id (a chain step's, or a workflow's), or None."""
         if task_id in self._not_durable or not self._durable.settings.store_results:
             return None
+        if self._answered_elsewhere(task_id):
+            self._remember_not_durable(task_id)
+            return None
         runtime = self._durable.runtime
         step = runtime.store.find_step_by_task_id(task_id)
         if step is not None:
             return _meta(task_id, _STEP_STATES[StepState(step.status)], step.output, step.error)
         record = runtime.store.get_workflow(task_id)
         if record is None or record.kind == WorkflowKind.CHAIN:
-            self._not_durable[task_id] = None
-            if len(self._not_durable) > _NOT_DURABLE_CACHE:
-                self._not_durable.popitem(last=False)
+            self._remember_not_durable(task_id)
             return None
         meta = _meta(task_id, _WORKFLOW_STATES[WorkflowState(record.status)], record.output, None)
         if record.status == WorkflowState.ERROR:
@@ -136,6 +138,20 @@ class DurableResults:
         elif record.status == WorkflowState.MAX_RECOVERY_ATTEMPTS_EXCEEDED:
             meta["exception"] = AwaitedWorkflowMaxRecoveryAttemptsExceeded(task_id)
         return meta
+
+    def _answered_elsewhere(self, task_id: str) -> bool:
+        """Whether the configured backend holds a result for the id. Durable tasks write
+        none there, so such an id is another task's: one backend read (cached by Celery
+        once ready) instead of two store reads for every other task's result."""
+        fallback = self.fallback
+        if isinstance(fallback, DisabledBackend):
+            return False
+        return bool(fallback.get_task_meta(task_id)["status"] != states.PENDING)
+
+    def _remember_not_durable(self, task_id: str) -> None:
+        self._not_durable[task_id] = None
+        if len(self._not_durable) > _NOT_DURABLE_CACHE:
+            self._not_durable.popitem(last=False)
 
     def _decoded(self, meta: dict[str, Any]) -> dict[str, Any]:
         serializer = self._durable.runtime.serializer

@@ -9,10 +9,13 @@ import pytest
 import redis
 from celery import chain, states
 from celery.result import AsyncResult
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from celery_durable.errors import MaxStepRetriesExceeded
 from tests.apps import chains as c
 from tests.apps import no_backend_app as nb
+from tests.conftest import wait_for
 
 
 def backend_keys(app: Any, ids: list[str]) -> list[str]:
@@ -35,6 +38,27 @@ def test_a_chain_with_a_backend_configured_writes_nothing_to_it(worker: Any) -> 
     assert AsyncResult(ids[2], app=c.app).get(timeout=5) == result[:2]
     assert c.app.AsyncResult(last.id).get(timeout=5) == result
     assert backend_keys(c.app, ids) == []  # the store holds them; Redis holds nothing
+
+
+def test_plain_tasks_results_are_read_from_the_backend_alone(worker: Any) -> None:
+    """Another task's finished result costs no store query: the configured backend holds
+    it, and durable tasks write nothing there."""
+    worker("tests.apps.chains")
+    last = chain(c.plain_add.s(1), c.plain_add.s(), c.plain_add.s()).apply_async()
+    ids = [last.id, last.parent.id, last.parent.parent.id]
+    wait_for(lambda: len(backend_keys(c.app, ids)) == 3, timeout=30)  # not read yet
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        assert [c.app.AsyncResult(i).get(timeout=5) for i in ids] == [4, 3, 2]
+        assert AsyncResult(ids[2], app=c.app).status == states.SUCCESS
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+    assert statements == []
 
 
 def test_results_without_any_backend(worker: Any) -> None:

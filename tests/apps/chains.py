@@ -128,6 +128,12 @@ def errback(workflow_id: str) -> None:
         )
 
 
+@app.task(shared=False)
+def plain_add(x: int, y: int = 1) -> int:
+    """A plain Celery task: its results live in the app's result backend only."""
+    return x + y
+
+
 def _crash_after_step3_commit(sender: Any = None, step_id: int = -1, **_: Any) -> None:
     if step_id == 2:
         crash_if_flagged("after_step3_commit")
