@@ -16,12 +16,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from celery_durable import Durable
 from celery_durable.types import ResumeOutcome
+
+if TYPE_CHECKING:
+    from tests.recovery.helpers import BeatProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get(
@@ -177,6 +181,24 @@ def worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for proc in started:
         proc.stop(timeout=10)
+
+
+@pytest.fixture
+def beat(tmp_path: Path) -> Iterator[Callable[..., BeatProcess]]:
+    """Factory: ``beat()`` starts `celery beat` for the recovery app (or ``beat(app)``);
+    killed at teardown."""
+    from tests.recovery.helpers import APP, BeatProcess
+
+    started: list[BeatProcess] = []
+
+    def start(app: str = APP) -> BeatProcess:
+        proc = BeatProcess(app, tmp_path)
+        started.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in started:
+        proc.stop()
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.1) -> None:

@@ -50,11 +50,9 @@ def three_steps(x: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def tracer() -> trace.Tracer:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
-    trace.set_tracer_provider(provider)  # the process's provider, set once
-    return provider.get_tracer("tests")
+def tracer(tracer_provider: TracerProvider) -> trace.Tracer:
+    tracer_provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
+    return tracer_provider.get_tracer("tests")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Fixtures of the recovery tests: beat processes, a clean queue, stalled workflow rows.
+"""Fixtures of the recovery tests: a clean queue, stalled workflow rows.
 
 The recovery app is imported inside the fixtures: this file loads before the root
 conftest has put the session's database and queue in the environment.
@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 
 import pytest
 from sqlalchemy import bindparam, text
 
 from celery_durable.runtime.workflows import StartRequest, record_start
 
-from .helpers import APP, BeatProcess, lose_messages, session_queue, sink_queue
+from .helpers import lose_messages, session_queue, sink_queue
 
 
 @pytest.fixture(autouse=True)
@@ -30,22 +29,6 @@ def _clean_queues() -> Iterator[None]:
     yield
     for queue in (session_queue(), sink_queue()):
         lose_messages(queue)
-
-
-@pytest.fixture
-def beat(tmp_path: Path) -> Iterator[Callable[..., BeatProcess]]:
-    """Factory: ``beat()`` starts `celery beat` for the recovery app (or ``beat(app)``);
-    killed at teardown."""
-    started: list[BeatProcess] = []
-
-    def start(app: str = APP) -> BeatProcess:
-        proc = BeatProcess(app, tmp_path)
-        started.append(proc)
-        return proc.start()
-
-    yield start
-    for proc in started:
-        proc.stop()
 
 
 class Stalled:
