@@ -64,13 +64,18 @@ class MessageQueries(StoreBase):
         self, message: MessageRecord, checkpoint: StepRecord | None = None
     ) -> tuple[SendOutcome, bool]:
         values = {k: v for k, v in message.__dict__.items() if k != "message_id"}
-        insert = self._insert(messages).values(values).on_conflict_do_nothing()
+        insert = (
+            self._insert(messages)
+            .values(values)
+            .on_conflict_do_nothing()
+            .returning(messages.c.message_id)
+        )
 
         def run(conn: Connection) -> tuple[SendOutcome, bool]:
             if not self._lock_workflow(conn, message.workflow_id):
                 return SendOutcome.NO_WORKFLOW, False
             self._checkpoint(conn, checkpoint)
-            if conn.execute(insert).rowcount != 1:
+            if conn.execute(insert).first() is None:
                 return SendOutcome.DUPLICATE, False
             readers = (
                 (waits.c.workflow_id == message.workflow_id)
