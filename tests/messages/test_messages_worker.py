@@ -5,14 +5,18 @@ messages arrive once in per-sender order. Workers killed: test_messages_crash.py
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
+from celery.bin.base import CLIContext
+from click.testing import CliRunner, Result
 
 from celery_durable import SetWorkflowID
 from celery_durable import WorkflowStatusString as S
+from celery_durable.integration.cli import durable as durable_cli
 from tests.apps import messages_app as ma
 from tests.apps.common import read_effects
 from tests.conftest import WorkerProcess, wait_for
@@ -90,3 +94,30 @@ def test_hundred_messages_from_four_threads_reach_a_worker_once_in_order(
     for s in range(4):
         assert [i for who, i in received if who == s] == list(range(25))
     assert durable.list_workflow_messages(handle.workflow_id) == []
+
+
+def cli(*args: str) -> Result:
+    obj = CLIContext(app=ma.app, no_color=True, workdir=None)
+    return CliRunner().invoke(durable_cli, list(args), obj=obj)
+
+
+def test_the_cli_sends_and_lists_events_and_messages(one_slot: WorkerProcess) -> None:
+    handle = durable.start_workflow(ma.approval, "o-cli")
+    workflow_id = handle.workflow_id
+    wait_for(lambda: parked(workflow_id), timeout=10)
+    shown = cli("events", workflow_id)
+    assert shown.exit_code == 0 and "status" in shown.output and '"waiting"' in shown.output
+    other = durable.start_workflow(ma.inbox, 1, 30.0).workflow_id
+    sent = cli("send", other, "--topic", "elsewhere", "--json", '{"n": 1}')
+    assert sent.exit_code == 0, sent.output
+    assert json.loads(cli("messages", other, "--json").stdout)[0]["topic"] == "elsewhere"
+    sent = cli("send", workflow_id, "--topic", "approval", "--json", '{"ok": true}')
+    assert sent.exit_code == 0, sent.output
+    assert handle.get_result(timeout=20) == {"order": "o-cli", "decision": {"ok": True}}
+    assert json.loads(cli("events", workflow_id, "--json").stdout) == {"status": "decided"}
+    assert cli("messages", workflow_id).output.strip() == "no messages waiting"
+    [received] = json.loads(cli("messages", workflow_id, "--all", "--json").stdout)
+    assert (received["topic"], received["message"]) == ("approval", '{"ok": true}')
+    unknown = cli("send", "no-such-workflow", "--json", "1")
+    assert unknown.exit_code == 1 and "no-such-workflow" in unknown.output
+    assert cli("send", workflow_id, "--json", "{bad").exit_code == 2
