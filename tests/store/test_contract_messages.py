@@ -13,7 +13,19 @@ from celery_durable.store.messages_interface import (
     WaitKind,
 )
 from celery_durable.types import WorkflowRecord
-from tests.store.contract import MINUTE, S, claim, clock, executor, get, step, uid, workflow
+from tests.store.contract import (
+    MINUTE,
+    RECOVERED,
+    S,
+    claim,
+    clock,
+    executor,
+    get,
+    stalled,
+    step,
+    uid,
+    workflow,
+)
 
 
 def running(store: DurableStore) -> tuple[WorkflowRecord, str]:
@@ -150,3 +162,16 @@ def test_events_latest_wins_and_wake_their_parked_readers(any_store: DurableStor
     ]  # fmt: skip
     assert any_store.claim_workflow(r, reader.name, owner, 0) is not None
     assert any_store.park(r, owner, wake_at, WaitKind.EVENT, "status", s) == (ParkOutcome.AVAILABLE)
+
+
+def test_the_sweep_sends_a_reader_whose_wake_up_was_lost(any_store: DurableStore) -> None:
+    wf, owner = running(any_store)
+    w = wf.workflow_id
+    wake_at = any_store.clock.now_ms() + 10 * MINUTE
+    assert any_store.park(w, owner, wake_at, WaitKind.MESSAGE, "t", w) == ParkOutcome.PARKED
+    clock(any_store).advance(2 * MINUTE)
+    assert w not in [i for i, _ in stalled(any_store)]  # parked until its timeout
+    assert any_store.send_message(message(any_store, w, '"x"', "t")) == (SendOutcome.SENT, True)
+    # the sender's publish is lost: due (no wake-up time) for longer than a minute
+    clock(any_store).advance(2 * MINUTE)
+    assert (w, RECOVERED) in stalled(any_store)
