@@ -26,10 +26,15 @@ class _Refused(Exception):
 
 class MessageQueries(StoreBase):
     def _lock_workflow(self, conn: Connection, workflow_id: str) -> bool:
+        """Serialize wake-up decisions on this workflow's row (SQLite: the write lock).
+
+        FOR NO KEY UPDATE, not FOR UPDATE: a checkpoint of another workflow's step, whose
+        foreign key takes a key-share lock on its own row, does not wait for it, so two
+        workflows sending to each other at once cannot deadlock."""
         stmt = (
             select(workflows.c.workflow_id)
             .where(workflows.c.workflow_id == workflow_id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
         return conn.execute(stmt).first() is not None
 

@@ -216,3 +216,29 @@ def test_patch_keeps_old_runs_on_the_old_path(durable: Durable) -> None:
     version[0] = 3
     with pytest.raises(NonDeterministicWorkflowError):
         call_as(unpatched, wf)
+
+
+def test_two_workflows_exchange_messages_at_once(durable: Durable) -> None:
+    """Each sends to the other, then receives, ten times over, both at the same time."""
+
+    def body(peer: str) -> list[Any]:
+        durable.set_event("ready", True)
+        assert durable.get_event(peer, "ready", timeout_seconds=10)  # the peer exists
+        got = []
+        for i in range(10):
+            durable.send(peer, [durable.workflow_id, i], topic="ping")
+            got.append(durable.recv("ping", timeout_seconds=10))
+        return got
+
+    wf = workflow(durable, body)
+    a, b = uid("wf"), uid("wf")
+    out: dict[str, Any] = {}
+    runs = [
+        threading.Thread(target=lambda me=me, peer=peer: out.update({me: call_as(me, wf, peer)}))
+        for me, peer in ((a, b), (b, a))
+    ]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(30)
+    assert out == {a: [[b, i] for i in range(10)], b: [[a, i] for i in range(10)]}
