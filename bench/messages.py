@@ -65,7 +65,7 @@ def main() -> int:
     try:
         worker.wait_for_log(" ready.")
         warm_up = durable.start_workflow(wait_for_ping)  # imports and connections warm
-        _wait_waiting([warm_up.workflow_id], parked=True)
+        _wait_waiting([warm_up.workflow_id], parked=not args.inline)
         durable.send(warm_up.workflow_id, "warm-up", topic="ping")
         warm_up.get_result(timeout=60)
         while len(latencies) < n:
