@@ -50,6 +50,20 @@ def asks_for_approval() -> Any:
     return ship(durable.recv("approval", timeout_seconds=3600))
 
 
+@durable.workflow()
+def payment_page(order: str) -> str:
+    runs["payment_page"] += 1
+    durable.set_event("url", f"https://pay.example/{order}")
+    return "done"
+
+
+@durable.workflow()
+def checkout(order: str) -> Any:
+    runs["checkout"] += 1
+    child = durable.start_workflow(payment_page, order)  # runs once this one parks
+    return durable.get_event(child.workflow_id, "url", timeout_seconds=3600)
+
+
 @pytest.fixture
 def kit(durable_testkit: Callable[..., DurableTestKit]) -> DurableTestKit:
     runs.clear()
@@ -71,3 +85,20 @@ def test_a_parked_recv_times_out_at_its_deadline(kit: DurableTestKit) -> None:
     assert kit.clock.time() - began >= 3600
     assert runs == {"approval": 2}
     assert durable.get_event(handle.workflow_id, "status", timeout_seconds=0) == "waiting"
+
+
+def test_a_parked_get_event_is_woken_when_the_event_is_set(kit: DurableTestKit) -> None:
+    handle = durable.start_workflow(checkout, "o-9")
+    assert handle.get_result() == "https://pay.example/o-9"
+    assert runs == {"checkout": 2, "payment_page": 1}  # its start, and the wake-up
+    names = [s.name for s in durable.list_workflow_steps(handle.workflow_id)]
+    assert names[1:] == ["durable.get_event.deadline", "durable.get_event"]
+
+
+def test_recv_and_set_event_need_a_workflow(kit: DurableTestKit) -> None:
+    with pytest.raises(RuntimeError, match="only available in a workflow"):
+        durable.recv("t", timeout_seconds=0)
+    with pytest.raises(RuntimeError, match="only available in a workflow"):
+        durable.set_event("k", 1)
+    with pytest.raises(RuntimeError, match="only available in a workflow"):
+        durable.patch("p")
