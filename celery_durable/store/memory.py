@@ -140,6 +140,7 @@ class MemoryStore(MemoryOperations, MemoryChildren, MemoryMessages):
         with self._lock:
             for table in (self._errors, self._steps, self._workflows):
                 table.pop(workflow_id, None)
+            self._forget(workflow_id)
 
     def fork_workflow(
         self,

@@ -5,6 +5,7 @@ locking a workflow row holds here by construction."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 from ..clock import Clock
@@ -26,9 +27,17 @@ Wait = tuple[WaitKind, str, str, int]
 class MemoryMessages(MemoryTables):
     def __init__(self, clock: Clock) -> None:
         super().__init__(clock)
-        self._messages: list[MessageRecord] = []  # in send order: index + 1 is the id
+        self._messages: list[MessageRecord] = []  # in send order
+        self._message_ids = itertools.count(1)
         self._events: dict[tuple[str, str], EventRecord] = {}
         self._waits: dict[str, Wait] = {}  # by parked workflow id
+
+    def _forget(self, workflow_id: str) -> None:
+        super()._forget(workflow_id)
+        self._messages = [m for m in self._messages if m.workflow_id != workflow_id]
+        for key in [k for k in self._events if k[0] == workflow_id]:
+            del self._events[key]
+        self._waits.pop(workflow_id, None)
 
     def _checkpointed(self, tx: MemoryTransaction, checkpoint: StepRecord | None) -> bool:
         w = None if checkpoint is None else tx.workflow(checkpoint.workflow_id)
@@ -75,7 +84,7 @@ class MemoryMessages(MemoryTables):
                 for m in self._messages
             ):
                 return SendOutcome.DUPLICATE, False
-            self._messages.append(replace(message, message_id=len(self._messages) + 1))
+            self._messages.append(replace(message, message_id=next(self._message_ids)))
             woken = self._wake(tx, WaitKind.MESSAGE, message.workflow_id, message.topic)
             return SendOutcome.SENT, bool(woken)
 

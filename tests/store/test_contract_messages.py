@@ -175,3 +175,13 @@ def test_the_sweep_sends_a_reader_whose_wake_up_was_lost(any_store: DurableStore
     # the sender's publish is lost: due (no wake-up time) for longer than a minute
     clock(any_store).advance(2 * MINUTE)
     assert (w, RECOVERED) in stalled(any_store)
+
+
+def test_messages_and_events_go_with_their_workflow(any_store: DurableStore) -> None:
+    wf, _ = running(any_store)
+    w = wf.workflow_id
+    assert any_store.send_message(message(any_store, w, '"x"', key="k"))[0] == SendOutcome.SENT
+    assert any_store.set_event(w, "status", '"on"')[0]
+    any_store.delete_workflow(w)
+    assert any_store.list_messages(w, include_consumed=True) == []
+    assert any_store.list_events(w) == [] and any_store.get_event(w, "status") is None
