@@ -9,6 +9,7 @@ from sqlalchemy import Connection, exists, select, update
 
 from ..types import ACTIVE_STATUSES, WAIT_FOR_CHILDREN_MS, WorkflowState
 from .base import StoreBase
+from .statements import give_up_ownership
 from .tables import workflows
 
 
@@ -26,18 +27,7 @@ class ChildQueries(StoreBase):
 
         def run(conn: Connection) -> bool:
             parked = conn.execute(
-                update(workflows)
-                .where(
-                    workflows.c.workflow_id == workflow_id,
-                    workflows.c.status == WorkflowState.PENDING,
-                    workflows.c.executor_id == executor_id,
-                )
-                .values(
-                    status=WorkflowState.ENQUEUED,
-                    executor_id=None,
-                    wake_at_ms=WAIT_FOR_CHILDREN_MS,
-                    updated_at_ms=now,
-                )
+                give_up_ownership(workflow_id, executor_id, WAIT_FOR_CHILDREN_MS, now)
             )
             if parked.rowcount != 1:
                 return False

@@ -17,6 +17,7 @@ from .messages_interface import (
     SendOutcome,
     WaitKind,
 )
+from .statements import give_up_ownership
 from .tables import events, messages, waits, workflows
 
 
@@ -176,20 +177,7 @@ class MessageQueries(StoreBase):
         else:
             e = events.c
             there = select(e.key).where(e.workflow_id == target_workflow_id, e.key == key)
-        give_up = (
-            update(workflows)
-            .where(
-                workflows.c.workflow_id == workflow_id,
-                workflows.c.status == WorkflowState.PENDING,
-                workflows.c.executor_id == executor_id,
-            )
-            .values(
-                status=WorkflowState.ENQUEUED,
-                executor_id=None,
-                wake_at_ms=wake_at_ms,
-                updated_at_ms=self.clock.now_ms(),
-            )
-        )
+        give_up = give_up_ownership(workflow_id, executor_id, wake_at_ms, self.clock.now_ms())
         wait = {
             "workflow_id": workflow_id,
             "kind": kind,

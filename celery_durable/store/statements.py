@@ -30,6 +30,25 @@ def ended_values() -> dict[str, Any]:
     }
 
 
+def give_up_ownership(workflow_id: str, executor_id: str, wake_at_ms: int, now_ms: int) -> Any:
+    """The running workflow's owner lets it go until ``wake_at_ms``: ``ENQUEUED``, no owner
+    (a suspension: a long retry wait, waiting for children, a message or an event)."""
+    return (
+        update(workflows)
+        .where(
+            workflows.c.workflow_id == workflow_id,
+            workflows.c.status == WorkflowState.PENDING,
+            workflows.c.executor_id == executor_id,
+        )
+        .values(
+            status=WorkflowState.ENQUEUED,
+            executor_id=None,
+            wake_at_ms=wake_at_ms,
+            updated_at_ms=now_ms,
+        )
+    )
+
+
 def one_of(column: Any, *values: str) -> Any:
     """``column IN (...)`` with one bind per value: the hot path cannot expand lists."""
     return column.in_([literal(v) for v in values])

@@ -32,6 +32,7 @@ from .statements import (
     FINISH_ANY,
     FINISH_OWNED,
     INSERT_WORKFLOW,
+    give_up_ownership,
     hot_statements,
 )
 from .tables import executors, step_errors, steps, workflows
@@ -168,20 +169,7 @@ class Store(OperationsQueries, ChainQueries, ChildQueries, MessageQueries, Store
 
     def suspend_workflow(self, workflow_id: str, executor_id: str, wake_at_ms: int) -> bool:
         """Give up ownership until ``wake_at_ms`` (a long retry wait); the row says when."""
-        stmt = (
-            update(workflows)
-            .where(
-                workflows.c.workflow_id == workflow_id,
-                workflows.c.status == WorkflowState.PENDING,
-                workflows.c.executor_id == executor_id,
-            )
-            .values(
-                status=WorkflowState.ENQUEUED,
-                executor_id=None,
-                wake_at_ms=wake_at_ms,
-                updated_at_ms=self.clock.now_ms(),
-            )
-        )
+        stmt = give_up_ownership(workflow_id, executor_id, wake_at_ms, self.clock.now_ms())
         return self._autocommit("suspend_workflow", lambda c: c.execute(stmt).rowcount == 1)
 
     def delete_workflow(self, workflow_id: str) -> None:
