@@ -29,8 +29,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("celery_durable.chains")
 STEP_KINDS = (WorkflowKind.STEP, WorkflowKind.TRANSACTION)
-# per-signature options that are not kept in the stored signature: they are set on publish
-_TRANSIENT = ("chain", "headers", "task_id", "root_id", "parent_id")
+# per-signature options that are not kept in the stored signature: they are set on publish,
+# or are objects of the publishing call (a group passes its producer to every member)
+_TRANSIENT = (
+    "chain", "headers", "task_id", "root_id", "parent_id",
+    "producer", "connection", "publisher", "router", "result_cls", "add_to_parent",
+)  # fmt: skip
 
 
 def _is_durable_step(app: Any, sig: Any) -> bool:

@@ -203,6 +203,16 @@ class DurableResults:
             clock.sleep(pause if until is None else min(pause, max(0.0, until - clock.monotonic())))
             pause = min(pause * 2, interval)
 
+    def iter_native(self, result: Any, timeout: float | None = None, **kw: Any) -> Any:
+        """``GroupResult.get()``: members that are durable tasks are read from the store, one
+        by one; a group of other tasks only is joined by the configured backend."""
+        ids = [r.id for r in result.results]
+        if all(self._meta(task_id) is None for task_id in ids):
+            yield from self.fallback.iter_native(result, timeout=timeout, **kw)
+            return
+        for task_id in ids:
+            yield task_id, self.wait_for(task_id, timeout=timeout, interval=kw.get("interval"))
+
     def forget(self, task_id: str) -> None:
         if self._meta(task_id) is None:
             self.fallback.forget(task_id)
