@@ -214,6 +214,9 @@ class StepInfo:
     errors: list[BaseException] = field(default_factory=list)
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    # a canvas member's position: its stage (0-based) and its place in that stage's group
+    stage: int | None = None
+    member: int | None = None
 
 
 # operations: what the dashboard, metrics and retention ask of the store -------------

@@ -67,7 +67,13 @@ def start_chain(
     workflow_id = options.get("root_id") or first_id
     first = task.signature(args, kwargs, {**options, "task_id": first_id})
     if not all(_is_durable_step(task.app, s) for s in later):
-        return Task.apply_async(task, args, kwargs, task_id=first_id, chain=links, **options)
+        from .canvas import canvas_stages, start_canvas  # a group or chord inside the chain
+
+        stages = canvas_stages(task.app, [first, *later])
+        if stages is None:  # a task that is not a durable step: Celery's own chain
+            return Task.apply_async(task, args, kwargs, task_id=first_id, chain=links, **options)
+        start_canvas(task.durable, stages, workflow_id)
+        return task.AsyncResult(first_id)
     for i, sig in enumerate(later, start=1):
         sig.options["headers"] = {
             **(sig.options.get("headers") or {}),

@@ -22,6 +22,7 @@ from ..types import (
     WorkflowState,
     WorkflowStatus,
 )
+from .canvas import load_layout
 from .handle import WorkflowHandle, to_status, to_step_info
 from .recovery import Publisher
 from .runtime import Runtime
@@ -79,8 +80,17 @@ def list_workflows(
 
 
 def list_steps(runtime: Runtime, workflow_id: str) -> list[StepInfo]:
+    """Steps in order; a canvas's with their position (stage, member)."""
     steps = runtime.store.load_steps(workflow_id)
-    return [to_step_info(runtime, steps[k]) for k in sorted(steps)]
+    infos = [to_step_info(runtime, steps[k]) for k in sorted(steps)]
+    record = runtime.store.get_workflow(workflow_id) if infos else None
+    layout = load_layout(runtime, record) if record is not None else None
+    if layout is None:
+        return infos
+    return [
+        replace(i, stage=layout.position(i.step_id)[0], member=layout.position(i.step_id)[1])
+        for i in infos
+    ]
 
 
 def resume(

@@ -34,6 +34,7 @@ from ..types import (
     WorkflowRecord,
     WorkflowState,
 )
+from .memory_canvas import MemoryCanvas
 from .memory_children import MemoryChildren
 from .memory_operations import MemoryOperations
 from .memory_tables import MemoryTransaction
@@ -41,7 +42,7 @@ from .memory_tables import MemoryTransaction
 T = TypeVar("T")
 
 
-class MemoryStore(MemoryOperations, MemoryChildren):
+class MemoryStore(MemoryOperations, MemoryChildren, MemoryCanvas):
     """The durable state in dicts; see the SQL ``Store`` for what each method means."""
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK, sql_engine: Engine | None = None) -> None:

@@ -20,6 +20,7 @@ from ..types import (
     WorkflowState,
 )
 from .base import StoreBase
+from .canvas import CanvasQueries
 from .chains import HOT_STATEMENTS as CHAIN_HOT_STATEMENTS
 from .chains import ChainQueries
 from .children import ChildQueries
@@ -42,7 +43,7 @@ class _AlreadyRecorded(Exception):
     """Raised inside a transaction step whose checkpoint exists: roll the user's work back."""
 
 
-class Store(OperationsQueries, ChainQueries, ChildQueries, StoreBase):
+class Store(OperationsQueries, CanvasQueries, ChainQueries, ChildQueries, StoreBase):
     """Narrow data access for the runtime; knows nothing of Celery."""
 
     def __init__(self, url: str, **options: Any) -> None:
