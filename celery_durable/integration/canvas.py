@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from .tasks import DurableTask
 
 log = logging.getLogger("celery_durable.canvas")
+#: Celery's group and chord plumbing: a durable canvas's signatures are stored without it
+_CELERY_CANVAS_OPTIONS = ("chord", "group_id", "group_index", "reply_to")
 #: a stage as flattened: its signatures, and whether it is a group
 FlatStage = tuple[list[Signature], bool]
 
@@ -109,6 +111,8 @@ def start_canvas(
         row = []
         for sig in sigs:
             stored = _stored(sig)
+            for key in _CELERY_CANVAS_OPTIONS:
+                stored["options"].pop(key, None)
             if index == len(stages) - 1:
                 errbacks += [dict(e) for e in _as_list(stored["options"].pop("link_error", None))]
             if options.get("queue") and not stored["options"].get("queue"):

@@ -35,6 +35,7 @@ from .chains import DurableChain
 from .codec import KOMBU_JSON
 from .operations import DurableOperations, workflow_filter
 from .options import DBOS_OPTIONS, POLICY_OPTIONS, celery_options, retry_policy
+from .plain_chords import PendingChords
 from .publisher import Republisher
 from .recovery import connect_recovery_signals, install_sweep, run_sweep
 from .results import DurableResults
@@ -81,6 +82,7 @@ class Durable(DurableOperations):
         self.logger = make_logger()
         app.durable = self
         app._backend = DurableResults(self)  # durable results from the store (results.py)
+        self.pending_chords = PendingChords(self)  # plain chords of durable steps
         app.steps["worker"].add(DurableHeartbeat)
         connect_signals()
         connect_recovery_signals()

@@ -114,6 +114,19 @@ class DurableResults:
         store = store_result and not self._durable_request(request)
         return self.fallback.mark_as_revoked(task_id, reason, request, store, state)
 
+    # chords of durable steps: a durable canvas (plain_chords.py) ----------
+    def apply_chord(self, header_result_args: Any, body: Any, **kw: Any) -> Any:
+        if self._durable.settings.store_results and self._durable.pending_chords.open(
+            header_result_args, body, **kw
+        ):
+            return None
+        return self.fallback.apply_chord(header_result_args, body, **kw)
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> Any:
+        if self._durable.pending_chords.sized(group_id):
+            return None  # held as a durable chord, or Celery's counter set up already
+        return self.fallback.set_chord_size(group_id, chord_size)
+
     # reads: from the store for durable ids -------------------------------
     def _meta(self, task_id: str) -> dict[str, Any] | None:
         """The result meta of a durable task id (a chain step's, or a workflow's), or None."""

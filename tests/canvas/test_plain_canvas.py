@@ -10,7 +10,7 @@ import pytest
 from celery import chord, group
 
 from tests.apps import canvas_app as ca
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, wait_for
 
 APP = "tests.apps.canvas_app"
 
@@ -34,3 +34,30 @@ def test_plain_chord_of_non_durable_tasks_is_celerys_own(one_worker: Any) -> Non
     assert result.get(timeout=30) == 14
     expected = {f"plain:{i}": 1 for i in range(4)}
     assert ca.effects("plain") == {**expected, "plain_sum": 1}
+
+
+def test_plain_chord_of_durable_steps_is_a_durable_canvas(one_worker: Any) -> None:
+    """Recorded whole under the group id (``result.parent.id``); no chord counter is used."""
+    result = chord([ca.member.s(i) for i in range(5)], ca.total.s()).apply_async()
+    assert result.get(timeout=30) == [i * i for i in range(5)]
+    handle = ca.durable.retrieve_workflow(result.parent.id)
+    assert handle.get_result(timeout=30) == [i * i for i in range(5)]
+    assert ca.durable.retrieve_workflow(result.id).workflow_id == handle.workflow_id
+    steps = ca.durable.list_workflow_steps(handle.workflow_id)
+    assert [(s.stage, s.member) for s in steps] == [(0, i) for i in range(5)] + [(1, 0)]
+    assert ca.effects(handle.workflow_id) == {**{f"member:{i}": 1 for i in range(5)}, "total": 1}
+
+
+def test_group_piped_into_a_callback_is_a_durable_chord(one_worker: Any) -> None:
+    result = (group(ca.member.s(7), ca.member.s(8)) | ca.total.s()).apply_async()
+    assert result.get(timeout=30) == [49, 64]
+    assert ca.durable.get_workflow_status(result.parent.id).status == "SUCCESS"  # type: ignore[union-attr]
+
+
+def test_plain_chord_mixing_plain_and_durable_members_is_celerys_own(one_worker: Any) -> None:
+    """A member that is not a durable step: Celery's chord machinery, as before (its
+    callback, a durable step, is started by Celery's chord counter when both are done)."""
+    result = chord([ca.member.s(5), ca.plain_square.s(6)], ca.total.s()).apply_async()
+    wait_for(lambda: ca.durable.store.find_step_by_task_id(result.id) is not None)
+    assert ca.durable.retrieve_workflow(result.id).get_result(timeout=30) == [25, 36]
+    assert ca.durable.get_workflow_status(result.parent.id) is None
