@@ -1,7 +1,8 @@
 """Steps for the durable canvas tests (groups, chords, a group inside a chain).
 
 Every body records an effect per workflow (``member:<x>``, ``total``, ...) and may SIGKILL
-its worker when the test left the flag ``crash_in_member_<x>``. ``flaky`` fails until the
+its worker when the test left the flag ``crash_in_member_<x>``; ``after_last_member`` kills
+it between the last member's checkpoint and the callback's publish. ``flaky`` fails until the
 test leaves the flag ``fixed`` (a "fix the bug, then resume" scenario).
 """
 
@@ -20,6 +21,9 @@ from celery_durable.integration.signals import step_checkpointed
 from .common import crash_if_flagged, ensure_tables, make_app, read_effects, record_effect
 
 app, durable = make_app("canvas_app")
+# the sweep on beat every second; a message counts as lost after 3 s (as recovery_app)
+app.conf.durable_recovery_interval = 1.0
+app.conf.durable_enqueue_timeout = 3.0
 OTHER_QUEUE = os.environ.get("DURABLE_TEST_QUEUE", "celery") + "-canvas-b"
 
 

@@ -1,5 +1,6 @@
-"""Workers shared by the canvas tests of a module: one on the session queue, one on the
-second queue (``canvas_app.OTHER_QUEUE``), started once.
+"""Workers shared by the canvas tests: one on the session queue, one on the second queue
+(``canvas_app.OTHER_QUEUE``), started once for the package (tests that kill workers start
+their own, on a queue of their own).
 
 The canvas app is imported inside the fixtures: this file loads before the root conftest
 has put the session's database and queue in the environment."""
@@ -16,7 +17,7 @@ from tests.recovery.helpers import lose_messages, session_queue
 APP = "tests.apps.canvas_app"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[WorkerProcess]]:
     from tests.apps import canvas_app as ca
 
