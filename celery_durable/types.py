@@ -217,6 +217,9 @@ class StepInfo:
     # a canvas member's position: its stage (0-based) and its place in that stage's group
     stage: int | None = None
     member: int | None = None
+    # earlier runs of this step, set aside when resume_workflow retried it: oldest first,
+    # each with its own status, error and attempt errors
+    history: tuple[StepInfo, ...] = ()
 
 
 # operations: what the dashboard, metrics and retention ask of the store -------------

@@ -262,6 +262,11 @@ class DurableStore(OperationsStore, Protocol):
         """A member's last failure: (the lease held, this call ended the canvas ERROR)."""
         ...
 
+    def load_step_history(self, workflow_id: str) -> dict[int, list[StepRecord]]:
+        """Each step's earlier runs, set aside by ``resume_workflow`` (record and attempt
+        errors), oldest first (store/history.py)."""
+        ...
+
     def first_open_step(self, workflow_id: str) -> tuple[StepRecord, StepRecord | None] | None: ...
 
     # recovery -------------------------------------------------------------

@@ -36,13 +36,14 @@ from ..types import (
 )
 from .memory_canvas import MemoryCanvas
 from .memory_children import MemoryChildren
+from .memory_history import MemoryHistory
 from .memory_operations import MemoryOperations
 from .memory_tables import MemoryTransaction
 
 T = TypeVar("T")
 
 
-class MemoryStore(MemoryOperations, MemoryChildren, MemoryCanvas):
+class MemoryStore(MemoryOperations, MemoryChildren, MemoryCanvas, MemoryHistory):
     """The durable state in dicts; see the SQL ``Store`` for what each method means."""
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK, sql_engine: Engine | None = None) -> None:

@@ -25,6 +25,7 @@ from .chains import HOT_STATEMENTS as CHAIN_HOT_STATEMENTS
 from .chains import ChainQueries
 from .children import ChildQueries
 from .engine import is_serialization_failure, is_transient, with_retries
+from .history import HistoryQueries
 from .migrate import upgrade
 from .operations import OperationsQueries
 from .statements import (
@@ -43,7 +44,9 @@ class _AlreadyRecorded(Exception):
     """Raised inside a transaction step whose checkpoint exists: roll the user's work back."""
 
 
-class Store(OperationsQueries, CanvasQueries, ChainQueries, ChildQueries, StoreBase):
+class Store(
+    OperationsQueries, CanvasQueries, HistoryQueries, ChainQueries, ChildQueries, StoreBase
+):
     """Narrow data access for the runtime; knows nothing of Celery."""
 
     def __init__(self, url: str, **options: Any) -> None:

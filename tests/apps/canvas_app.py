@@ -68,6 +68,14 @@ def flaky(x: int) -> int:
     return -x
 
 
+@durable.workflow()
+def three_steps(x: int) -> list[int]:
+    """A code workflow whose second step fails until the test leaves the flag ``fixed``."""
+    a = first(x)
+    b = flaky(a)
+    return total([a, b])
+
+
 @app.task(shared=False)
 def errback(*args: Any) -> None:
     """A plain Celery errback: counts its runs under the workflow id the test gave."""

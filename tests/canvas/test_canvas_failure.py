@@ -38,3 +38,22 @@ def test_member_exhausting_retries_fails_the_chord_then_resume_reruns_only_it(
     assert ca.effects(wid) == {"member:1": 1, "member:2": 1, "flaky": 4, "eb": 1, "total": 1}
     flaky_step = ca.durable.list_workflow_steps(wid)[2]
     assert flaky_step.status == "SUCCESS"
+
+
+def test_code_workflow_resumed_from_its_failed_step_keeps_the_earlier_errors(
+    two_workers: Any, flags: Path
+) -> None:
+    h = ca.durable.start_workflow(ca.three_steps, 4)
+    with pytest.raises(MaxStepRetriesExceeded):
+        h.get_result(timeout=30)
+    assert ca.effects(h.workflow_id) == {"first": 1, "flaky": 3}
+
+    (flags / "fixed").touch()
+    assert ca.durable.resume_workflow(h.workflow_id).get_result(timeout=30) == [5, -5]
+    assert h.get_status().status == S.SUCCESS
+    assert ca.effects(h.workflow_id) == {"first": 1, "flaky": 4, "total": 1}
+    second = ca.durable.list_workflow_steps(h.workflow_id)[1]
+    assert (second.status, second.errors) == ("SUCCESS", [])
+    (earlier,) = second.history  # the failed run, set aside with its three attempt errors
+    assert earlier.status == "ERROR"
+    assert [str(e) for e in earlier.errors] == ["flaky 5 failed"] * 3
