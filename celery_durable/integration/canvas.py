@@ -133,7 +133,7 @@ def start_canvas(
     found = open_stage(runtime, record) if record is not None else None
     try:
         if found is not None:
-            publish_stage(durable.app, durable.send_task, workflow_id, found)
+            publish_stage(durable.app, durable.send_task, workflow_id, found, declare=False)
     except BaseException:
         runtime.store.delete_workflow(workflow_id)
         raise
@@ -187,7 +187,7 @@ def run_member_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any
             record = runtime.store.get_workflow(workflow_id)
             found = open_stage(runtime, record) if record is not None else None
             if found is not None:
-                publish_stage(durable.app, durable.send_task, workflow_id, found)
+                publish_stage(durable.app, durable.send_task, workflow_id, found, declare=False)
         return outcome.value
     if outcome.outcome == ChainOutcome.RETRY:
         headers = {**durable_headers(workflow_id, step_id), CANVAS_HEADER: stage.header()}

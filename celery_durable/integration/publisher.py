@@ -56,9 +56,12 @@ def declare_for(app: Celery, name: str, options: dict[str, Any]) -> list[Queue]:
     return []
 
 
-def publish_stage(app: Celery, send_task: SendTask, workflow_id: str, found: OpenStage) -> None:
+def publish_stage(
+    app: Celery, send_task: SendTask, workflow_id: str, found: OpenStage, *, declare: bool = True
+) -> None:
     """Send the open members of a canvas's stage, each with its recorded task id and the
-    previous stage's output before its own arguments (unless immutable), as Celery does."""
+    previous stage's output before its own arguments (unless immutable), as Celery does.
+    ``declare=False`` (a first publish, not a recovery) skips declaring the queue again."""
     for step, stored in found.members:
         options = dict(stored.get("options") or {})
         args = list(stored.get("args") or [])
@@ -68,7 +71,8 @@ def publish_stage(app: Celery, send_task: SendTask, workflow_id: str, found: Ope
             **durable_headers(workflow_id, step.step_id),
             CANVAS_HEADER: found.stage.header(),
         }
-        options["declare"] = declare_for(app, stored["task"], options)
+        if declare:
+            options["declare"] = declare_for(app, stored["task"], options)
         send_task(
             stored["task"], args, stored.get("kwargs") or {},
             task_id=step.task_id, root_id=workflow_id, headers=headers, **options,

@@ -12,12 +12,16 @@ step after a finished one).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from ..types import ACTIVE_STATUSES, StepState, WorkflowState
 from .base import StoreBase
+from .chains import _COMPLETE, _END_CHAIN
+from .hot import HotTransaction
+from .statements import one_of
 from .tables import steps, workflows
 
 #: the canvas's output from its last stage's outputs (encoded), given by the runtime
@@ -34,59 +38,35 @@ class CanvasQueries(StoreBase):
         lease_id: str,
         output: str,
         attempts: int,
-        stage: Sequence[int],
+        stage: range,
         final: FinalOutput | None,
     ) -> tuple[bool, list[str] | None]:
-        """Checkpoint a member under its lease. Returns (committed, outputs): ``outputs`` (the
-        stage's members' outputs in member order) only to the completion that finished the
-        stage of an active canvas; with ``final`` that completion also ends it SUCCESS."""
+        """Checkpoint a member under its lease (hot path, one durable commit). Returns
+        (committed, outputs): ``outputs`` (the stage's members' outputs in member order)
+        only to the completion that finished the stage of an active canvas; with ``final``
+        that completion also ends it SUCCESS."""
         now = self.clock.now_ms()
-        lock = (
-            select(workflows.c.status)
-            .where(workflows.c.workflow_id == workflow_id)
-            .with_for_update()
-        )
-        complete = (
-            update(steps)
-            .where(
-                steps.c.workflow_id == workflow_id,
-                steps.c.step_id == step_id,
-                steps.c.status == StepState.RUNNING,
-                steps.c.lease_id == lease_id,
-            )
-            .values(
-                status=StepState.SUCCESS, output=output, attempts=attempts,
-                executor_id=None, completed_at_ms=now,
-            )
-        )  # fmt: skip
-        members = (
-            select(steps.c.status, steps.c.output)
-            .where(steps.c.workflow_id == workflow_id, steps.c.step_id.in_(list(stage)))
-            .order_by(steps.c.step_id)
-        )
+        params = {
+            "wid": workflow_id, "sid": step_id, "lease": lease_id, "output": output,
+            "attempts": attempts, "now": now, "first": stage[0], "last": stage[-1],
+        }  # fmt: skip
 
-        def run(conn: Connection) -> tuple[bool, list[str] | None]:
-            status = conn.execute(lock).scalar()
-            if conn.execute(complete).rowcount != 1:
+        def run(tx: HotTransaction) -> tuple[bool, list[str] | None]:
+            found = tx.execute(_LOCK, params).first()  # completions run one after another
+            if tx.execute(_COMPLETE, params).rowcount != 1:
                 return False, None
-            if status not in ACTIVE_STATUSES:  # failed or cancelled meanwhile: output kept
+            if found is None or found["status"] not in ACTIVE_STATUSES:
+                return True, None  # failed or cancelled meanwhile: the output is kept
+            counted = tx.execute(_DONE, params).first()
+            if counted is None or counted["done"] != len(stage):  # a count: no outputs read
                 return True, None
-            rows = conn.execute(members).all()
-            if len(rows) != len(stage) or any(r.status != StepState.SUCCESS for r in rows):
-                return True, None
-            outputs = [r.output or "" for r in rows]
+            outputs = [o or "" for (o,) in tx.execute(_OUTPUTS, params).rows]
             if final is not None:
-                conn.execute(
-                    update(workflows)
-                    .where(workflows.c.workflow_id == workflow_id)
-                    .values(
-                        status=WorkflowState.SUCCESS, output=final(outputs), error=None,
-                        executor_id=None, updated_at_ms=now, completed_at_ms=now,
-                    )
-                )  # fmt: skip
+                ended = {**params, "status": WorkflowState.SUCCESS, "error": None}
+                tx.execute(_END_CHAIN, {**ended, "output": final(outputs)})
             return True, outputs
 
-        return self._write("finish_member", run)
+        return self._hot_tx("finish_member", run)
 
     def fail_member(
         self,
@@ -135,3 +115,23 @@ class CanvasQueries(StoreBase):
             return True, conn.execute(end).rowcount == 1
 
         return self._write("fail_member", run)
+
+
+def _build_statements() -> tuple[Any, Any, Any]:
+    """The member checkpoint's statements, built once (see hot.py)."""
+    wid: Any = bindparam("wid")
+    lock = select(workflows.c.status).where(workflows.c.workflow_id == wid).with_for_update()
+    in_stage = (
+        steps.c.workflow_id == wid,
+        steps.c.step_id >= bindparam("first"),
+        steps.c.step_id <= bindparam("last"),
+    )
+    done = select(func.count().label("done")).where(
+        *in_stage, one_of(steps.c.status, StepState.SUCCESS)
+    )
+    outputs = select(steps.c.output).where(*in_stage).order_by(steps.c.step_id)
+    return lock, done, outputs
+
+
+_LOCK, _DONE, _OUTPUTS = _build_statements()
+HOT_STATEMENTS = (_LOCK, _DONE, _OUTPUTS)

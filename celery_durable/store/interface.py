@@ -242,7 +242,7 @@ class DurableStore(OperationsStore, Protocol):
         lease_id: str,
         output: str,
         attempts: int,
-        stage: Sequence[int],
+        stage: range,
         final: Callable[[list[str]], str] | None,
     ) -> tuple[bool, list[str] | None]:
         """Checkpoint a canvas member under its lease, the workflow row locked; (committed,

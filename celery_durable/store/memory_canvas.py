@@ -3,8 +3,6 @@ atomic under the store's lock, as the SQL completion is under the workflow's row
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from ..types import ACTIVE_STATUSES, StepState, WorkflowState
 from .canvas import FinalOutput
 from .memory_tables import MemoryTables
@@ -18,7 +16,7 @@ class MemoryCanvas(MemoryTables):
         lease_id: str,
         output: str,
         attempts: int,
-        stage: Sequence[int],
+        stage: range,
         final: FinalOutput | None,
     ) -> tuple[bool, list[str] | None]:
         now = self.clock.now_ms()

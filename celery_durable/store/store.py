@@ -20,6 +20,7 @@ from ..types import (
     WorkflowState,
 )
 from .base import StoreBase
+from .canvas import HOT_STATEMENTS as CANVAS_HOT_STATEMENTS
 from .canvas import CanvasQueries
 from .chains import HOT_STATEMENTS as CHAIN_HOT_STATEMENTS
 from .chains import ChainQueries
@@ -51,7 +52,9 @@ class Store(
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
-        self.hot.register(*hot_statements(self.dialect), *CHAIN_HOT_STATEMENTS)
+        self.hot.register(
+            *hot_statements(self.dialect), *CHAIN_HOT_STATEMENTS, *CANVAS_HOT_STATEMENTS
+        )
 
     def migrate(self, revision: str = "head") -> str | None:
         """Create or upgrade the schema (Alembic, under a lock on Postgres)."""

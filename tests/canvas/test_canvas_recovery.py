@@ -53,7 +53,7 @@ def test_worker_killed_while_members_run_beat_finishes_the_chord(
 ) -> None:
     queue = own_queue("kill")
     doomed = worker(APP, queues=queue, concurrency=2)
-    worker(APP, queues=queue, concurrency=2)
+    survivor = worker(APP, queues=queue, concurrency=2)
     beat(APP)  # the sweep every second, run by the package's worker on the session queue
     xs = list(range(12))
     h = chord_on(queue, xs, seconds=0.3).start()
@@ -67,6 +67,7 @@ def test_worker_killed_while_members_run_beat_finishes_the_chord(
     assert all(counts[f"member:{x}"] in (1, 2) for x in xs)
     assert len(reruns) <= 2  # only what ran on the killed worker (2 processes) ran twice
     assert h.get_status().status == S.SUCCESS
+    survivor.kill()
 
 
 def test_crash_between_last_member_commit_and_callback_publish(worker: Any, flags: Path) -> None:
@@ -77,10 +78,11 @@ def test_crash_between_last_member_commit_and_callback_publish(worker: Any, flag
     assert doomed.wait_exit(timeout=30) == -9
     assert statuses(h.workflow_id) == ["SUCCESS"] * 3 + ["PENDING"]  # callback never sent
 
-    worker(APP, queues=queue, concurrency=2)
+    second = worker(APP, queues=queue, concurrency=2)
     sweep_until(lambda: h.get_status().status == S.SUCCESS)
     assert h.get_result(timeout=10) == [1, 4, 9]
     assert ca.effects(h.workflow_id) == {"member:1": 1, "member:2": 1, "member:3": 1, "total": 1}
+    second.kill()
 
 
 def test_queued_members_lost_with_redis_data_finish_with_exact_counts(worker: Any) -> None:
@@ -88,10 +90,11 @@ def test_queued_members_lost_with_redis_data_finish_with_exact_counts(worker: An
     xs = list(range(6))
     h = chord_on(queue, xs).start()  # no worker on the queue yet: all six wait in Redis
     assert lose_messages(queue) == 6
-    worker(APP, queues=queue, concurrency=2)
+    late = worker(APP, queues=queue, concurrency=2)
     sweep_until(lambda: h.get_status().status == S.SUCCESS)
     assert h.get_result(timeout=10) == [x * x for x in xs]
     assert ca.effects(h.workflow_id) == {**{f"member:{x}": 1 for x in xs}, "total": 1}
+    late.kill()
 
 
 def test_duplicate_messages_of_a_running_and_a_finished_member(two_workers: Any) -> None:

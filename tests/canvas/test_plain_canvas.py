@@ -3,40 +3,28 @@ made of plain tasks they behave as Celery's own."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from celery import chord, group
 
 from tests.apps import canvas_app as ca
-from tests.conftest import WorkerProcess, wait_for
-
-APP = "tests.apps.canvas_app"
+from tests.conftest import wait_for
 
 
-@pytest.fixture(scope="module")
-def one_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    ca.setup()
-    proc = WorkerProcess(APP, tmp_path_factory.mktemp("plain"), concurrency=4).start()
-    yield proc
-    proc.stop(timeout=10)
-
-
-def test_plain_group_of_durable_steps_starts_and_runs(one_worker: Any) -> None:
+def test_plain_group_of_durable_steps_starts_and_runs(two_workers: Any) -> None:
     """The bug: group(...).apply_async() raised 'Producer is not JSON serializable'."""
     result = group(ca.member.s(1), ca.member.s(2), ca.member.s(3)).apply_async()
     assert result.get(timeout=30) == [1, 4, 9]
 
 
-def test_plain_chord_of_non_durable_tasks_is_celerys_own(one_worker: Any) -> None:
+def test_plain_chord_of_non_durable_tasks_is_celerys_own(two_workers: Any) -> None:
     result = chord([ca.plain_square.s(i) for i in range(4)], ca.plain_sum.s()).apply_async()
     assert result.get(timeout=30) == 14
     expected = {f"plain:{i}": 1 for i in range(4)}
     assert ca.effects("plain") == {**expected, "plain_sum": 1}
 
 
-def test_plain_chord_of_durable_steps_is_a_durable_canvas(one_worker: Any) -> None:
+def test_plain_chord_of_durable_steps_is_a_durable_canvas(two_workers: Any) -> None:
     """Recorded whole under the group id (``result.parent.id``); no chord counter is used."""
     result = chord([ca.member.s(i) for i in range(5)], ca.total.s()).apply_async()
     assert result.get(timeout=30) == [i * i for i in range(5)]
@@ -48,13 +36,13 @@ def test_plain_chord_of_durable_steps_is_a_durable_canvas(one_worker: Any) -> No
     assert ca.effects(handle.workflow_id) == {**{f"member:{i}": 1 for i in range(5)}, "total": 1}
 
 
-def test_group_piped_into_a_callback_is_a_durable_chord(one_worker: Any) -> None:
+def test_group_piped_into_a_callback_is_a_durable_chord(two_workers: Any) -> None:
     result = (group(ca.member.s(7), ca.member.s(8)) | ca.total.s()).apply_async()
     assert result.get(timeout=30) == [49, 64]
     assert ca.durable.get_workflow_status(result.parent.id).status == "SUCCESS"  # type: ignore[union-attr]
 
 
-def test_plain_chord_mixing_plain_and_durable_members_is_celerys_own(one_worker: Any) -> None:
+def test_plain_chord_mixing_plain_and_durable_members_is_celerys_own(two_workers: Any) -> None:
     """A member that is not a durable step: Celery's chord machinery, as before (its
     callback, a durable step, is started by Celery's chord counter when both are done)."""
     result = chord([ca.member.s(5), ca.plain_square.s(6)], ca.total.s()).apply_async()
