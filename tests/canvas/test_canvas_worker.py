@@ -44,3 +44,12 @@ def test_group_inside_a_plain_chain_across_two_queues(two_workers: Any) -> None:
     assert out[0][2].startswith("wa@") and out[1][2].startswith("wb@")
     assert ca.effects(handle.workflow_id) == {"first": 1, "left": 1, "right": 1, "total": 1}
     assert result.get(timeout=RESULT_TIMEOUT) == out
+
+
+def test_fork_of_a_chord_from_its_callback_reruns_only_the_callback(two_workers: Any) -> None:
+    h = ca.durable.chord([ca.member.s(i) for i in range(3)], ca.total.s()).start()
+    assert h.get_result(timeout=RESULT_TIMEOUT) == [0, 1, 4]
+    fork = ca.durable.fork_workflow(h.workflow_id, start_step=3)  # step 3: the callback
+    assert fork.get_result(timeout=RESULT_TIMEOUT) == [0, 1, 4]
+    assert ca.effects(fork.workflow_id) == {"total": 1}
+    assert ca.effects(h.workflow_id) == {**{f"member:{i}": 1 for i in range(3)}, "total": 1}
