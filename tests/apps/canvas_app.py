@@ -35,6 +35,16 @@ def member(x: int, seconds: float = 0.0) -> int:
     return x * x
 
 
+@durable.step(retries=1, interval_seconds=3.0)
+def retry_once(x: int) -> int:
+    """Fails its first attempt; its retry is due 3 s later (a scheduled message)."""
+    status = durable.step_status
+    record_effect(durable, f"retry_once:{x}")
+    if status is not None and status.current_attempt == 0:
+        raise ConnectionError(f"first attempt of {x}")
+    return x
+
+
 @durable.step()
 def total(values: list[int]) -> list[int]:
     """The callback: returns what it was given, so a test sees the members' order."""

@@ -24,6 +24,7 @@ APP = "tests.apps.canvas_app"
 
 
 def own_queue(tag: str) -> str:
+    ca.setup()
     queue = f"{session_queue()}-{tag}-{uuid.uuid4().hex[:6]}"
     lose_messages(queue)
     return queue
@@ -115,3 +116,28 @@ def test_duplicate_messages_of_a_running_and_a_finished_member(two_workers: Any)
 
     assert h.get_result(timeout=30) == [1, 4]
     assert ca.effects(wid) == {"member:1": 1, "member:2": 1, "total": 1}
+
+
+def test_redis_emptied_with_members_queued_and_retries_scheduled(worker: Any) -> None:
+    """Three members wait on a scheduled retry (their messages reserved by a worker that
+    dies), five wait in a queue no worker reads; Redis then loses both queues."""
+    retrying, waiting = own_queue("retry"), own_queue("waiting")
+    first = worker(APP, queues=retrying, concurrency=2)
+    header = [ca.retry_once.s(x).set(queue=retrying) for x in range(3)]
+    header += [ca.member.s(x).set(queue=waiting) for x in range(5)]
+    h = ca.durable.chord(header, ca.total.s().set(queue=retrying)).start()
+    wait_for(lambda: statuses(h.workflow_id)[:3] == ["RETRYING"] * 3)
+    first.kill()  # no body runs: the retries are due in 3 s
+    lose_messages(retrying)
+    assert lose_messages(waiting) == 5
+
+    late = worker(APP, queues=f"{retrying},{waiting}", concurrency=2)
+    sweep_until(lambda: h.get_status().status == S.SUCCESS)
+    assert h.get_result(timeout=10) == [0, 1, 2, 0, 1, 4, 9, 16]
+    counts = ca.effects(h.workflow_id)
+    assert counts == {
+        **{f"retry_once:{x}": 2 for x in range(3)},  # the failed attempt and the retry
+        **{f"member:{x}": 1 for x in range(5)},
+        "total": 1,
+    }
+    late.kill()
