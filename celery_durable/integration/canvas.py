@@ -101,20 +101,21 @@ def start_canvas(
 ) -> tuple[str, list[str]]:
     """Record the canvas, then publish its first stage; returns the workflow id. An id
     that exists publishes nothing. Returns the workflow id and the last stage's task ids.
-    Errbacks (``link_error``) of the last stage's signatures
-    (where Celery puts a chord's or a chain's) are the canvas's: sent once if it fails."""
+    Errbacks (``link_error``: given here, or on any member, where Celery puts a chord's or
+    a chain's) are the canvas's, each kept once and sent once if it fails."""
     runtime = durable.runtime
     options = dict(options or {})
     errbacks = [dict(e) for e in _as_list(options.pop("link_error", None))]
     specs: list[list[ChainStepSpec]] = []
-    for index, (sigs, _group) in enumerate(stages):
+    for sigs, _group in stages:
         row = []
         for sig in sigs:
             stored = _stored(sig)
             for key in _CELERY_CANVAS_OPTIONS:
                 stored["options"].pop(key, None)
-            if index == len(stages) - 1:
-                errbacks += [dict(e) for e in _as_list(stored["options"].pop("link_error", None))]
+            for errback in _as_list(stored["options"].pop("link_error", None)):
+                if dict(errback) not in errbacks:  # a chain's is on every task: sent once
+                    errbacks.append(dict(errback))
             if options.get("queue") and not stored["options"].get("queue"):
                 stored["options"]["queue"] = options["queue"]
             task_id = sig.options.get("task_id") or str(uuid.uuid4())

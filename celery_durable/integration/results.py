@@ -122,6 +122,12 @@ class DurableResults:
             return None
         return self.fallback.apply_chord(header_result_args, body, **kw)
 
+    def ensure_chords_allowed(self) -> None:
+        """A chord of durable steps needs no result backend; any other chord still fails
+        without one, at ``apply_chord`` (the configured backend's)."""
+        if not self._durable.settings.store_results:
+            self.fallback.ensure_chords_allowed()
+
     def set_chord_size(self, group_id: str, chord_size: int) -> Any:
         if self._durable.pending_chords.sized(group_id):
             return None  # held as a durable chord, or Celery's counter set up already

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from celery import Celery
+from celery import Celery, chain, group
 
 from celery_durable import Durable, MaxStepRetriesExceeded, WorkflowStatusString
 from celery_durable.testing import DurableTestKit
@@ -95,3 +95,15 @@ def test_a_failed_member_ends_it_errback_once_and_resume_reruns_what_did_not_fin
     assert bodies == {"square:1": 1, "square:2": 3, "square:3": 1, "errback": 1, "total": 1}
     (earlier,) = durable.list_workflow_steps(h.workflow_id)[1].history
     assert [str(e) for e in earlier.errors] == ["square 2 broke"] * 2
+
+
+def test_a_chains_errback_on_every_task_is_sent_once(kit: DurableTestKit) -> None:
+    """Celery puts a chain's errback on each of its tasks: the canvas keeps it once."""
+    broken.add(4)
+    canvas = chain(square.s(2), group(square.s(), square.s()), total.s())
+    result = canvas.on_error(on_error.s()).apply_async()
+    handle = durable.retrieve_workflow(result.id)
+    with pytest.raises(MaxStepRetriesExceeded):
+        handle.get_result(timeout=1)
+    assert bodies["errback"] == 1
+    assert bodies["total"] == 0
