@@ -5,7 +5,8 @@
 
 The fan-out rows run chords of ``FANOUT`` trivial members plus a callback (n / 10 of them,
 at least 2): durable (``durable.chord``) against plain Celery's chord on the Redis result
-backend; their ratio is against the plain chord's rate.
+backend; their ratio is against the plain chord's rate. The mix rows run chains of one task,
+a group of 8 and a callback (10 steps), durable against plain; ratio against plain_mix.
 
 Needs Postgres on 127.0.0.1:5432 and Redis on 127.0.0.1:6379. Prints a table and one
 ``BENCH {json}`` line per row.
@@ -176,7 +177,7 @@ def main() -> int:
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     os.environ.update({"BENCH_DB_URL": db_url, "BENCH_QUEUE": queue, "BENCH_STATS_DIR": str(stats)})
     env = dict(os.environ)
-    from celery import chain, chord
+    from celery import chain, chord, group
 
     from bench.app import dinc, dtotal, dtx, durable, inc, total, wf10
 
@@ -229,9 +230,30 @@ def main() -> int:
         "durable_tx_chain": (durable_tx_chain, {}),
         "durable_workflow": (durable_workflow, {}),
     }
+    mix_members = STEPS - 2  # chain(one, group(8 members), callback): 10 steps each
+
+    def plain_mix() -> None:
+        results = [
+            chain(inc.s(0), group([inc.s() for _ in range(mix_members)]), total.s()).apply_async()
+            for _ in range(n)
+        ]
+        assert [r.get(timeout=300) for r in results] == [2 * mix_members] * n
+
+    def durable_mix() -> None:
+        handles = [
+            durable.chain(
+                dinc.s(0), group([dinc.s() for _ in range(mix_members)]), dtotal.s()
+            ).start()
+            for _ in range(n)
+        ]
+        assert [h.get_result(timeout=300) for h in handles] == [2 * mix_members] * n
+
     fanout_modes = {"plain_chord": plain_chord, "durable_chord": durable_chord}
-    chosen = args.modes.split(",") if args.modes else [*all_modes, *fanout_modes]
+    mix_modes = {"plain_mix": (plain_mix, {}), "durable_mix": (durable_mix, {})}
+    chosen = args.modes.split(",") if args.modes else [*all_modes, *fanout_modes, *mix_modes]
     modes = {m: all_modes[m] for m in ["plain", *chosen] if m in all_modes}
+    if "durable_mix" in chosen:
+        modes.update(mix_modes)
     fanouts = {m: fanout_modes[m] for m in ["plain_chord", *chosen] if m in fanout_modes}
     rows: dict[str, list[dict[str, Any]]] = {m: [] for m in [*modes, *fanouts, "dbos"]}
     dbos_url = None if args.no_dbos else recreate_database("durable_bench_dbos")
@@ -249,7 +271,11 @@ def main() -> int:
                 rows["dbos"].append(row)
 
     for mode, mode_rows in rows.items():  # each round's ratio against that round's plain run
-        baseline = rows["plain_chord"] if mode in fanout_modes else rows["plain"]
+        baseline = rows["plain"]
+        if mode in fanout_modes:
+            baseline = rows["plain_chord"]
+        elif mode in mix_modes:
+            baseline = rows["plain_mix"]
         for row, plain_row in zip(mode_rows, baseline, strict=False):
             row["ratio_to_plain"] = row["steps_per_s"] / plain_row["steps_per_s"]
     table = [median_row(r) for r in rows.values() if r]
