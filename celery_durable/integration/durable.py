@@ -33,6 +33,7 @@ from ..types import ResumeOutcome, StepInfo, StepStatus, WorkflowKind, WorkflowS
 from .canvas import DurableCanvas
 from .chains import DurableChain
 from .codec import KOMBU_JSON
+from .messages import DurableMessages
 from .operations import DurableOperations, workflow_filter
 from .options import DBOS_OPTIONS, POLICY_OPTIONS, celery_options, retry_policy
 from .plain_chords import PendingChords
@@ -51,7 +52,7 @@ STEP_OPTIONS = ("name", "validate_args", "policy", *POLICY_OPTIONS, *DBOS_OPTION
 TRANSACTION_OPTIONS = ("name", "isolation_level", *STEP_OPTIONS[1:])
 
 
-class Durable(DurableOperations):
+class Durable(DurableOperations, DurableMessages):
     """Binds celery-durable to a Celery app: decorators, handles, management.
 
     The store is the ``durable_database_url`` database, or ``store`` when given (any

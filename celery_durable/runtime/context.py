@@ -36,12 +36,16 @@ class WorkflowContext:
 
 class SuspendWorkflow(BaseException):
     """Raised to give the worker slot back during a long wait: a retry ``delay`` seconds
-    away, or the end of ``children``; never seen by user code."""
+    away, or the end of ``children``; never seen by user code. ``parked``: the store gave
+    the workflow up already (a wait for a message or an event, at most ``delay``)."""
 
-    def __init__(self, delay: float = 0.0, children: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, delay: float = 0.0, children: tuple[str, ...] = (), parked: bool = False
+    ) -> None:
         super().__init__(delay, children)
         self.delay = delay
         self.children = children
+        self.parked = parked
 
 
 class ProcessDeath(BaseException):

@@ -233,6 +233,8 @@ def _suspend(runtime: Runtime, ctx: WorkflowContext, suspend: SuspendWorkflow) -
     never later than its deadline, when a delivery takes it to cancel it."""
     now = runtime.clock.now_ms()
     to_deadline = None if ctx.deadline_ms is None else max(0.0, (ctx.deadline_ms - now) / 1000)
+    if suspend.parked:  # runtime/messages.py: woken by a send, or at its timeout
+        return suspend.delay if to_deadline is None else min(suspend.delay, to_deadline)
     if not suspend.children:
         wake_at = now + int(suspend.delay * 1000)
         runtime.store.suspend_workflow(ctx.workflow_id, ctx.executor_id, wake_at)

@@ -20,6 +20,7 @@ from ..types import (
     WorkflowFilter,
     WorkflowRecord,
 )
+from .messages_interface import MessagesStore
 from .operations_interface import OperationsStore
 
 T = TypeVar("T")
@@ -27,7 +28,7 @@ T = TypeVar("T")
 ErrorFor = Callable[[WorkflowRecord], str]
 
 
-class DurableStore(OperationsStore, Protocol):
+class DurableStore(OperationsStore, MessagesStore, Protocol):
     clock: Clock
 
     # lifecycle ------------------------------------------------------------

@@ -37,13 +37,14 @@ from ..types import (
 from .memory_canvas import MemoryCanvas
 from .memory_children import MemoryChildren
 from .memory_history import MemoryHistory
+from .memory_messages import MemoryMessages
 from .memory_operations import MemoryOperations
 from .memory_tables import MemoryTransaction
 
 T = TypeVar("T")
 
 
-class MemoryStore(MemoryOperations, MemoryChildren, MemoryCanvas, MemoryHistory):
+class MemoryStore(MemoryOperations, MemoryChildren, MemoryMessages, MemoryCanvas, MemoryHistory):
     """The durable state in dicts; see the SQL ``Store`` for what each method means."""
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK, sql_engine: Engine | None = None) -> None:
@@ -141,6 +142,7 @@ class MemoryStore(MemoryOperations, MemoryChildren, MemoryCanvas, MemoryHistory)
         with self._lock:
             for table in (self._errors, self._steps, self._workflows):
                 table.pop(workflow_id, None)
+            self._forget(workflow_id)
 
     def fork_workflow(
         self,

@@ -270,6 +270,7 @@ class MemoryOperations(MemoryClaims):
             for w in found:
                 for table in (self._error_rows, self._errors, self._steps, self._workflows):
                     table.pop(w.workflow_id, None)
+                self._forget(w.workflow_id)
             return [w.workflow_id for w in found]
 
     def delete_stale_executors(self, before_ms: int) -> int:

@@ -111,6 +111,10 @@ class MemoryTables:
             yield tx
             self.apply(tx)
 
+    def _forget(self, workflow_id: str) -> None:
+        """Drop what other tables keep for a deleted workflow (in SQL their foreign keys
+        cascade); mixins that keep such rows extend it."""
+
     def _live(self, executor_id: str | None, stale_before_ms: int) -> bool:
         found = None if executor_id is None else self._executors.get(executor_id)
         return (

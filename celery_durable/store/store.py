@@ -27,6 +27,7 @@ from .chains import ChainQueries
 from .children import ChildQueries
 from .engine import is_serialization_failure, is_transient, with_retries
 from .history import HistoryQueries
+from .messages import MessageQueries
 from .migrate import upgrade
 from .operations import OperationsQueries
 from .statements import (
@@ -46,7 +47,13 @@ class _AlreadyRecorded(Exception):
 
 
 class Store(
-    OperationsQueries, CanvasQueries, HistoryQueries, ChainQueries, ChildQueries, StoreBase
+    OperationsQueries,
+    CanvasQueries,
+    HistoryQueries,
+    ChainQueries,
+    ChildQueries,
+    MessageQueries,
+    StoreBase,
 ):
     """Narrow data access for the runtime; knows nothing of Celery."""
 

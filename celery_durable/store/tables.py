@@ -126,6 +126,58 @@ executors = Table(
     Column("status", String(16), nullable=False, server_default=ExecutorState.RUNNING.value),
 )
 
+# messages, events and waits (migration 0006; store/messages.py) ----------------------
+UNCONSUMED_WHERE = text("consumed_at_ms IS NULL")
+
+messages = Table(
+    "durable_messages",
+    metadata,
+    # send order; SQLite numbers only an INTEGER primary key itself
+    Column("message_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("workflow_id", String(255), nullable=False),  # the receiver
+    Column("topic", String(255), nullable=False),  # "" for no topic
+    Column("message", Text, nullable=False),
+    Column("idempotency_key", String(255)),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("consumed_at_ms", BigInteger),
+    Column("consumed_by_step", Integer),
+    ForeignKeyConstraint(["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"),
+    # a repeated key is a no-op, also after the first message was received
+    Index("ux_durable_messages_key", "workflow_id", "idempotency_key", unique=True),
+    Index(
+        "ix_durable_messages_unconsumed",
+        "workflow_id",
+        "topic",
+        "message_id",
+        postgresql_where=UNCONSUMED_WHERE,
+        sqlite_where=UNCONSUMED_WHERE,
+    ),
+)
+
+events = Table(
+    "durable_events",
+    metadata,
+    Column("workflow_id", String(255), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+    ForeignKeyConstraint(["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"),
+)
+
+waits = Table(
+    "durable_waits",
+    metadata,
+    # a parked workflow (one wait at a time), what it waits for, and the wake-up time of
+    # that parking: a send wakes it only while it is still parked for this wait
+    Column("workflow_id", String(255), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("target_workflow_id", String(255), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("wake_at_ms", BigInteger, nullable=False),
+    ForeignKeyConstraint(["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"),
+    Index("ix_durable_waits_target", "target_workflow_id", "kind", "key"),
+)
+
 # a step's earlier run, set aside when resume_workflow retried the step afresh: its record
 # and its attempt errors (a JSON list, in attempt order), numbered by run (migration 0005)
 step_history = Table(

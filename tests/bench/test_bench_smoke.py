@@ -47,3 +47,8 @@ def test_throughput_bench_runs_every_mode() -> None:
 @pytest.mark.parametrize("module", ["bench.sweep", "bench.soak"])
 def test_recovery_and_memory_benches_run(module: str) -> None:
     assert run_bench(module)
+
+
+def test_messages_bench_wakes_parked_workflows() -> None:
+    [row] = run_bench("bench.messages")
+    assert (row["mode"], row["round_trips"]) == ("parked", 5)

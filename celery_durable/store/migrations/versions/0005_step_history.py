@@ -1,7 +1,10 @@
 """A step's earlier runs, set aside when ``resume_workflow`` retries a failed step afresh.
 
+Applied after 0006 (messages), which reached main first: a database already at 0006
+upgrades to this one without touching that revision.
+
 Revision ID: 0005
-Revises: 0004
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
