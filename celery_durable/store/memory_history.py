@@ -24,6 +24,10 @@ def set_aside_step(
 
 
 class MemoryHistory(MemoryTables):
+    def _forget(self, workflow_id: str) -> None:
+        super()._forget(workflow_id)
+        self._history.pop(workflow_id, None)  # as ON DELETE CASCADE does in SQL
+
     def load_step_history(self, workflow_id: str) -> dict[int, list[StepRecord]]:
         with self._lock:
             found = self._history.get(workflow_id, {})

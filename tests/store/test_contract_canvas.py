@@ -81,3 +81,13 @@ def test_each_resume_sets_the_failed_run_aside(any_store: DurableStore) -> None:
     runs = any_store.load_step_history(wid)[0]
     assert [(r.error, r.attempt_errors) for r in runs] == [('"f0"', ('"e0"',)), ('"f1"', ('"e1"',))]
     assert get_step(any_store, wid, 0).status == StepState.PENDING
+
+
+def test_a_deleted_workflow_takes_its_step_history_with_it(any_store: DurableStore) -> None:
+    wid = chain(any_store, links=1)
+    held = lease(any_store, wid, 0, executor(any_store))
+    assert any_store.fail_member(wid, 0, held, 0, "link0", '"e"', '"f"')[0]
+    assert resumed(any_store, wid) == ResumeOutcome.RESUMED
+    assert any_store.load_step_history(wid)
+    any_store.delete_workflow(wid)
+    assert any_store.load_step_history(wid) == {}
