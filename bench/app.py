@@ -93,6 +93,16 @@ def dtx(x: int) -> int:
     return x + 1
 
 
+@app.task(name="bench.total")
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+@durable.step(name="bench.dtotal")
+def dtotal(values: list[int]) -> int:
+    return sum(values)
+
+
 @durable.workflow(name="bench.wf10")
 def wf10(x: int) -> int:
     for _ in range(10):

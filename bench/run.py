@@ -3,6 +3,12 @@
     python -m bench.run                 # 200 chains/workflows of 10 steps, 3 interleaved rounds
     python -m bench.run --smoke         # 5 of each, 1 round: checks every mode still works
 
+The fan-out rows run chords of ``FANOUT`` trivial members plus a callback (n / 10 of them,
+at least 2): durable (``durable.chord``) against plain Celery's chord on the Redis result
+backend; their ratio is against the plain chord's rate. The mix rows run chains of one task,
+a group of 8 and a callback (10 steps), durable against plain; ratio against plain_mix
+(not in ``--smoke`` unless asked for with ``--modes durable_mix``).
+
 Needs Postgres on 127.0.0.1:5432 and Redis on 127.0.0.1:6379. Prints a table and one
 ``BENCH {json}`` line per row.
 """
@@ -28,6 +34,7 @@ import psutil
 from bench.common import ROOT, recreate_database, worker_cmd
 
 STEPS = 10
+FANOUT = 100  # members of each chord in the fan-out rows (plus one callback)
 
 
 def cpu_seconds(procs: list[psutil.Process]) -> float:
@@ -94,7 +101,13 @@ class Worker:
 
 
 def measure(
-    mode: str, n: int, env: dict[str, str], stats: Path, logs: Path, run: Callable[[], None]
+    mode: str,
+    n: int,
+    env: dict[str, str],
+    stats: Path,
+    logs: Path,
+    run: Callable[[], None],
+    steps_each: int = STEPS,
 ) -> dict[str, Any]:
     worker = Worker(env, logs / f"{mode}.log")
     read_counts(stats)  # forget start-up statements (migrations, executor registration)
@@ -110,7 +123,7 @@ def measure(
     counts = read_counts(stats)
     for key in counts:
         counts[key] += bench_app.COUNTS[key] - client_before[key]
-    steps = n * STEPS
+    steps = n * steps_each
     return {
         "mode": mode,
         "wall_s": wall,
@@ -165,9 +178,9 @@ def main() -> int:
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     os.environ.update({"BENCH_DB_URL": db_url, "BENCH_QUEUE": queue, "BENCH_STATS_DIR": str(stats)})
     env = dict(os.environ)
-    from celery import chain
+    from celery import chain, chord, group
 
-    from bench.app import dinc, dtx, durable, inc, wf10
+    from bench.app import dinc, dtotal, dtx, durable, inc, total, wf10
 
     durable.migrate()
 
@@ -194,6 +207,22 @@ def main() -> int:
         ]
         assert [h.get_result(timeout=300) for h in handles] == [STEPS] * n
 
+    chords = max(2, n // 10)
+    expected_sum = sum(i + 1 for i in range(FANOUT))
+
+    def plain_chord() -> None:
+        results = [
+            chord([inc.s(i) for i in range(FANOUT)], total.s()).apply_async() for _ in range(chords)
+        ]
+        assert [r.get(timeout=300) for r in results] == [expected_sum] * chords
+
+    def durable_chord() -> None:
+        handles = [
+            durable.chord([dinc.s(i) for i in range(FANOUT)], dtotal.s()).start()
+            for _ in range(chords)
+        ]
+        assert [h.get_result(timeout=300) for h in handles] == [expected_sum] * chords
+
     all_modes = {
         "plain": (plain, {}),
         "durable_chain": (durable_chain, {}),
@@ -202,13 +231,42 @@ def main() -> int:
         "durable_tx_chain": (durable_tx_chain, {}),
         "durable_workflow": (durable_workflow, {}),
     }
-    chosen = args.modes.split(",") if args.modes else list(all_modes)
+    mix_members = STEPS - 2  # chain(one, group(8 members), callback): 10 steps each
+
+    def plain_mix() -> None:
+        results = [
+            chain(inc.s(0), group([inc.s() for _ in range(mix_members)]), total.s()).apply_async()
+            for _ in range(n)
+        ]
+        assert [r.get(timeout=300) for r in results] == [2 * mix_members] * n
+
+    def durable_mix() -> None:
+        handles = [
+            durable.chain(
+                dinc.s(0), group([dinc.s() for _ in range(mix_members)]), dtotal.s()
+            ).start()
+            for _ in range(n)
+        ]
+        assert [h.get_result(timeout=300) for h in handles] == [2 * mix_members] * n
+
+    fanout_modes = {"plain_chord": plain_chord, "durable_chord": durable_chord}
+    mix_modes = {"plain_mix": (plain_mix, {}), "durable_mix": (durable_mix, {})}
+    # the smoke run (CI) leaves the mix rows out: two more worker starts for a shape the
+    # fan-out rows already exercise
+    every = [*all_modes, *fanout_modes] + ([] if args.smoke else [*mix_modes])
+    chosen = args.modes.split(",") if args.modes else every
     modes = {m: all_modes[m] for m in ["plain", *chosen] if m in all_modes}
-    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in [*modes, "dbos"]}
+    if "durable_mix" in chosen:
+        modes.update(mix_modes)
+    fanouts = {m: fanout_modes[m] for m in ["plain_chord", *chosen] if m in fanout_modes}
+    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in [*modes, *fanouts, "dbos"]}
     dbos_url = None if args.no_dbos else recreate_database("durable_bench_dbos")
     for _ in range(rounds):
         for mode, (fn, extra) in modes.items():
             rows[mode].append(measure(mode, n, {**env, **extra}, stats, logs, fn))
+        if len(fanouts) > 1:
+            for mode, run in fanouts.items():
+                rows[mode].append(measure(mode, chords, env, stats, logs, run, FANOUT + 1))
         if dbos_url is not None:
             row = run_dbos(n, dbos_url)
             if row is None:
@@ -216,8 +274,13 @@ def main() -> int:
             else:
                 rows["dbos"].append(row)
 
-    for mode_rows in rows.values():  # each round's ratio against that round's plain run
-        for row, plain_row in zip(mode_rows, rows["plain"], strict=False):
+    for mode, mode_rows in rows.items():  # each round's ratio against that round's plain run
+        baseline = rows["plain"]
+        if mode in fanout_modes:
+            baseline = rows["plain_chord"]
+        elif mode in mix_modes:
+            baseline = rows["plain_mix"]
+        for row, plain_row in zip(mode_rows, baseline, strict=False):
             row["ratio_to_plain"] = row["steps_per_s"] / plain_row["steps_per_s"]
     table = [median_row(r) for r in rows.values() if r]
     print_table(table, n, rounds)

@@ -175,3 +175,8 @@ class CorruptedRowError(DurableError):
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
         return (type(self), (self.what, self.detail))
+
+
+class UnsupportedCanvasError(DurableError, TypeError):
+    """A canvas of durable steps whose shape is not durable yet (e.g. a chain inside a group
+    member, a chord inside a chord's header): raised at start, before anything is written."""

@@ -214,6 +214,12 @@ class StepInfo:
     errors: list[BaseException] = field(default_factory=list)
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    # a canvas member's position: its stage (0-based) and its place in that stage's group
+    stage: int | None = None
+    member: int | None = None
+    # earlier runs of this step, set aside when resume_workflow retried it: oldest first,
+    # each with its own status, error and attempt errors
+    history: tuple[StepInfo, ...] = ()
 
 
 # operations: what the dashboard, metrics and retention ask of the store -------------

@@ -29,8 +29,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("celery_durable.chains")
 STEP_KINDS = (WorkflowKind.STEP, WorkflowKind.TRANSACTION)
-# per-signature options that are not kept in the stored signature: they are set on publish
-_TRANSIENT = ("chain", "headers", "task_id", "root_id", "parent_id")
+# per-signature options that are not kept in the stored signature: they are set on publish,
+# or are objects of the publishing call (a group passes its producer to every member)
+_TRANSIENT = (
+    "chain", "headers", "task_id", "root_id", "parent_id",
+    "producer", "connection", "publisher", "router", "result_cls", "add_to_parent",
+)  # fmt: skip
 
 
 def _is_durable_step(app: Any, sig: Any) -> bool:
@@ -62,8 +66,16 @@ def start_chain(
     first_id = task_id or options.get("root_id") or take_workflow_id() or str(uuid.uuid4())
     workflow_id = options.get("root_id") or first_id
     first = task.signature(args, kwargs, {**options, "task_id": first_id})
+    if not links and task.durable.pending_chords.holds(options.get("group_id")):
+        return task.durable.pending_chords.add(task, first)  # a plain chord's header member
     if not all(_is_durable_step(task.app, s) for s in later):
-        return Task.apply_async(task, args, kwargs, task_id=first_id, chain=links, **options)
+        from .canvas import canvas_stages, start_canvas  # a group or chord inside the chain
+
+        stages = canvas_stages(task.app, [first, *later])
+        if stages is None:  # a task that is not a durable step: Celery's own chain
+            return Task.apply_async(task, args, kwargs, task_id=first_id, chain=links, **options)
+        start_canvas(task.durable, stages, workflow_id)
+        return task.AsyncResult(first_id)
     for i, sig in enumerate(later, start=1):
         sig.options["headers"] = {
             **(sig.options.get("headers") or {}),

@@ -10,6 +10,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import Celery
+from celery import chain as celery_chain
+from celery import chord as celery_chord
+from celery import group as celery_group
 
 from ..annotations import VALIDATE_MARK
 from ..errors import NonExistentWorkflow
@@ -27,11 +30,13 @@ from ..store import Store, normalize_url
 from ..store.engine import with_retries
 from ..store.interface import DurableStore
 from ..types import ResumeOutcome, StepInfo, StepStatus, WorkflowKind, WorkflowStatus
+from .canvas import DurableCanvas
 from .chains import DurableChain
 from .codec import KOMBU_JSON
 from .messages import DurableMessages
 from .operations import DurableOperations, workflow_filter
 from .options import DBOS_OPTIONS, POLICY_OPTIONS, celery_options, retry_policy
+from .plain_chords import PendingChords
 from .publisher import Republisher
 from .recovery import connect_recovery_signals, install_sweep, run_sweep
 from .results import DurableResults
@@ -78,6 +83,7 @@ class Durable(DurableOperations, DurableMessages):
         self.logger = make_logger()
         app.durable = self
         app._backend = DurableResults(self)  # durable results from the store (results.py)
+        self.pending_chords = PendingChords(self)  # plain chords of durable steps
         app.steps["worker"].add(DurableHeartbeat)
         connect_signals()
         connect_recovery_signals()
@@ -282,9 +288,21 @@ class Durable(DurableOperations, DurableMessages):
 
         return decorate
 
-    def chain(self, *signatures: Any) -> DurableChain:
-        """A durable chain of step signatures: ``durable.chain(a.s(1), b.s()).start()``."""
+    def chain(self, *signatures: Any) -> DurableChain | DurableCanvas:
+        """A durable chain of step signatures: ``durable.chain(a.s(1), b.s()).start()``; with
+        a group or chord among them, a durable canvas."""
+        if any(getattr(s, "subtask_type", None) for s in signatures):
+            return DurableCanvas(self, celery_chain(*signatures))
         return DurableChain(self, signatures)
+
+    def group(self, *signatures: Any) -> DurableCanvas:
+        """A durable group of step signatures: ``durable.group(a.s(1), a.s(2)).start()``."""
+        return DurableCanvas(self, celery_group(*signatures))
+
+    def chord(self, header: Any, body: Any) -> DurableCanvas:
+        """A durable chord: ``durable.chord([a.s(i) for i in range(9)], total.s()).start()``;
+        the callback is published once, when the last member's checkpoint commits."""
+        return DurableCanvas(self, celery_chord(header, body))
 
     # inside workflows and steps ------------------------------------------
     @property

@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery, Task, signature
 from kombu.entity import Queue
 
+from ..runtime.canvas import OpenStage, is_canvas, open_stage
 from ..runtime.chains import open_step
 from ..runtime.runtime import Runtime
 from ..types import WorkflowKind, WorkflowRecord
@@ -22,6 +23,7 @@ from ..types import WorkflowKind, WorkflowRecord
 SendTask = Callable[..., Any]
 DURABLE_HEADER = "durable_workflow"
 STEP_HEADER = "durable_step"
+CANVAS_HEADER = "durable_canvas"  # a canvas member's stage (runtime/canvas.py: Stage.header)
 
 
 def durable_headers(workflow_id: str, step_id: int | None = None) -> dict[str, Any]:
@@ -54,6 +56,29 @@ def declare_for(app: Celery, name: str, options: dict[str, Any]) -> list[Queue]:
     return []
 
 
+def publish_stage(
+    app: Celery, send_task: SendTask, workflow_id: str, found: OpenStage, *, declare: bool = True
+) -> None:
+    """Send the open members of a canvas's stage, each with its recorded task id and the
+    previous stage's output before its own arguments (unless immutable), as Celery does.
+    ``declare=False`` (a first publish, not a recovery) skips declaring the queue again."""
+    for step, stored in found.members:
+        options = dict(stored.get("options") or {})
+        args = list(stored.get("args") or [])
+        if found.has_input and not stored.get("immutable"):
+            args = [found.input, *args]
+        headers = {
+            **durable_headers(workflow_id, step.step_id),
+            CANVAS_HEADER: found.stage.header(),
+        }
+        if declare:
+            options["declare"] = declare_for(app, stored["task"], options)
+        send_task(
+            stored["task"], args, stored.get("kwargs") or {},
+            task_id=step.task_id, root_id=workflow_id, headers=headers, **options,
+        )  # fmt: skip
+
+
 class Republisher:
     """``republisher(record)``: a chain's first open step, or a code workflow's message."""
 
@@ -63,7 +88,11 @@ class Republisher:
         self.send_task = send_task
 
     def __call__(self, record: WorkflowRecord, countdown: float | None = None) -> None:
-        if record.kind == WorkflowKind.CHAIN:
+        if is_canvas(record):
+            found = open_stage(self.runtime, record)
+            if found is not None:
+                publish_stage(self.app, self.send_task, record.workflow_id, found)
+        elif record.kind == WorkflowKind.CHAIN:
             self.open_step(record.workflow_id)
         else:
             self.workflow(record, countdown)

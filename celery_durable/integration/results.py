@@ -114,6 +114,25 @@ class DurableResults:
         store = store_result and not self._durable_request(request)
         return self.fallback.mark_as_revoked(task_id, reason, request, store, state)
 
+    # chords of durable steps: a durable canvas (plain_chords.py) ----------
+    def apply_chord(self, header_result_args: Any, body: Any, **kw: Any) -> Any:
+        if self._durable.settings.store_results and self._durable.pending_chords.open(
+            header_result_args, body, **kw
+        ):
+            return None
+        return self.fallback.apply_chord(header_result_args, body, **kw)
+
+    def ensure_chords_allowed(self) -> None:
+        """A chord of durable steps needs no result backend; any other chord still fails
+        without one, at ``apply_chord`` (the configured backend's)."""
+        if not self._durable.settings.store_results:
+            self.fallback.ensure_chords_allowed()
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> Any:
+        if self._durable.pending_chords.sized(group_id):
+            return None  # held as a durable chord, or Celery's counter set up already
+        return self.fallback.set_chord_size(group_id, chord_size)
+
     # reads: from the store for durable ids -------------------------------
     def _meta(self, task_id: str) -> dict[str, Any] | None:
         """The result meta of a durable task id (a chain step's, or a workflow's), or None."""
@@ -202,6 +221,16 @@ class DurableResults:
                 raise CeleryTimeoutError("The operation timed out.")
             clock.sleep(pause if until is None else min(pause, max(0.0, until - clock.monotonic())))
             pause = min(pause * 2, interval)
+
+    def iter_native(self, result: Any, timeout: float | None = None, **kw: Any) -> Any:
+        """``GroupResult.get()``: members that are durable tasks are read from the store, one
+        by one; a group of other tasks only is joined by the configured backend."""
+        ids = [r.id for r in result.results]
+        if all(self._meta(task_id) is None for task_id in ids):
+            yield from self.fallback.iter_native(result, timeout=timeout, **kw)
+            return
+        for task_id in ids:
+            yield task_id, self.wait_for(task_id, timeout=timeout, interval=kw.get("interval"))
 
     def forget(self, task_id: str) -> None:
         if self._meta(task_id) is None:

@@ -18,8 +18,9 @@ from ..runtime.options import current_timeout, take_workflow_id
 from ..runtime.steps import run_step, run_transaction
 from ..runtime.workflows import StartRequest, execute, record_start, run_direct
 from ..types import RunOutcome, WorkflowKind
+from .canvas import run_member_on_worker
 from .chains import run_step_on_worker, start_chain
-from .publisher import DURABLE_HEADER, send
+from .publisher import CANVAS_HEADER, DURABLE_HEADER, send
 
 if TYPE_CHECKING:
     from .durable import Durable
@@ -115,6 +116,8 @@ class DurableTask(Task):  # type: ignore[misc]
 
     def _run_on_worker(self, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.durable_kind != WorkflowKind.WORKFLOW:
+            if getattr(request, CANVAS_HEADER, None) is not None:
+                return run_member_on_worker(self, request, args, kwargs)
             return run_step_on_worker(self, request, args, kwargs)
         runtime = self.durable.runtime
         workflow_id: str = request.id

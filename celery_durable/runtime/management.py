@@ -22,6 +22,7 @@ from ..types import (
     WorkflowState,
     WorkflowStatus,
 )
+from .canvas import load_layout
 from .handle import WorkflowHandle, to_status, to_step_info
 from .recovery import Publisher
 from .runtime import Runtime
@@ -79,8 +80,23 @@ def list_workflows(
 
 
 def list_steps(runtime: Runtime, workflow_id: str) -> list[StepInfo]:
+    """Steps in order, each with its earlier runs set aside by resume (``history``); a
+    canvas's with their position (stage, member)."""
     steps = runtime.store.load_steps(workflow_id)
-    return [to_step_info(runtime, steps[k]) for k in sorted(steps)]
+    history = runtime.store.load_step_history(workflow_id) if steps else {}
+    infos = [
+        replace(
+            to_step_info(runtime, steps[k]),
+            history=tuple(to_step_info(runtime, r) for r in history.get(k, ())),
+        )
+        for k in sorted(steps)
+    ]
+    record = runtime.store.get_workflow(workflow_id) if infos else None
+    layout = load_layout(runtime, record) if record is not None else None
+    if layout is None:
+        return infos
+    positions = [layout.position(i.step_id) for i in infos]
+    return [replace(i, stage=p[0], member=p[1]) for i, p in zip(infos, positions, strict=True)]
 
 
 def resume(

@@ -235,6 +235,39 @@ class DurableStore(OperationsStore, MessagesStore, Protocol):
         final_error: str,
     ) -> bool: ...
 
+    # canvases (store/canvas.py) -----------------------------------------------
+    def finish_member(
+        self,
+        workflow_id: str,
+        step_id: int,
+        lease_id: str,
+        output: str,
+        attempts: int,
+        stage: range,
+        final: Callable[[list[str]], str] | None,
+    ) -> tuple[bool, list[str] | None]:
+        """Checkpoint a canvas member under its lease, the workflow row locked; (committed,
+        the stage's outputs in member order to the completion that finished the stage)."""
+        ...
+
+    def fail_member(
+        self,
+        workflow_id: str,
+        step_id: int,
+        lease_id: str,
+        attempt: int,
+        name: str,
+        attempt_error: str,
+        final_error: str,
+    ) -> tuple[bool, bool]:
+        """A member's last failure: (the lease held, this call ended the canvas ERROR)."""
+        ...
+
+    def load_step_history(self, workflow_id: str) -> dict[int, list[StepRecord]]:
+        """Each step's earlier runs, set aside by ``resume_workflow`` (record and attempt
+        errors), oldest first (store/history.py)."""
+        ...
+
     def first_open_step(self, workflow_id: str) -> tuple[StepRecord, StepRecord | None] | None: ...
 
     # recovery -------------------------------------------------------------

@@ -34,7 +34,9 @@ from ..types import (
     WorkflowRecord,
     WorkflowState,
 )
+from .memory_canvas import MemoryCanvas
 from .memory_children import MemoryChildren
+from .memory_history import MemoryHistory
 from .memory_messages import MemoryMessages
 from .memory_operations import MemoryOperations
 from .memory_tables import MemoryTransaction
@@ -42,7 +44,7 @@ from .memory_tables import MemoryTransaction
 T = TypeVar("T")
 
 
-class MemoryStore(MemoryOperations, MemoryChildren, MemoryMessages):
+class MemoryStore(MemoryOperations, MemoryChildren, MemoryMessages, MemoryCanvas, MemoryHistory):
     """The durable state in dicts; see the SQL ``Store`` for what each method means."""
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK, sql_engine: Engine | None = None) -> None:

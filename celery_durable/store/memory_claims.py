@@ -20,6 +20,7 @@ from ..types import (
     WorkflowState,
 )
 from .interface import ErrorFor
+from .memory_history import set_aside_step
 from .memory_tables import CHAIN, Gone, MemoryTables, MemoryTransaction
 
 # chain steps a resume puts back to PENDING: leased (by a dead executor), or due later
@@ -245,7 +246,8 @@ class MemoryClaims(MemoryTables):
             return record, ResumeOutcome.RESUMED
 
     def _reopen_failed_step(self, tx: MemoryTransaction, record: WorkflowRecord) -> None:
-        """See ``Store._reopen_failed_step``: the last ERROR step runs again, afresh."""
+        """See ``Store._reopen_failed_step``: the last ERROR step is set aside in its
+        history and runs again, afresh."""
         wid = record.workflow_id
         rows = tx.steps_of(wid)
         failed = max(
@@ -253,8 +255,9 @@ class MemoryClaims(MemoryTables):
         )
         if failed is None:
             return
+        set_aside_step(self, tx, wid, failed)  # its record and errors kept in its history
         # dropped at once, not staged: the call holds the lock and nothing after this raises
-        for step_id in [k for k in self._errors.get(wid, {}) if k >= failed]:
+        for step_id in [k for k in self._errors.get(wid, {}) if k > failed]:
             del self._errors[wid][step_id]
         if record.kind == CHAIN:
             tx.put_step(

@@ -85,6 +85,8 @@ class MemoryTables:
         # workflow id -> step id -> attempt -> (step name, error): the step_errors table
         self._errors: dict[str, dict[int, dict[int, tuple[str, str]]]] = {}
         self._executors: dict[str, ExecutorRecord] = {}
+        # workflow id -> step id -> earlier runs set aside by resume (memory_history.py)
+        self._history: dict[str, dict[int, list[StepRecord]]] = {}
 
     def begin(self) -> MemoryTransaction:
         """A transaction to stage writes in; the caller holds the lock until ``apply``."""

@@ -21,6 +21,7 @@ from ..types import (
     WorkflowState,
 )
 from .base import StoreBase
+from .history import set_aside_step
 from .tables import executors, step_errors, steps, workflows
 
 CHAIN = WorkflowKind.CHAIN
@@ -272,7 +273,8 @@ class RecoveryQueries(StoreBase):
 
     def _reopen_failed_step(self, conn: Connection, record: WorkflowRecord) -> None:
         """An ERROR workflow resumed retries its failed step (the last recorded ERROR) with
-        a fresh attempt budget: a chain's goes back to PENDING, a code workflow's record
+        a fresh attempt budget: its record and attempt errors are set aside in its history
+        (store/history.py); a chain's step goes back to PENDING, a code workflow's record
         (and anything after it) is dropped so the replay runs it again."""
         wid = record.workflow_id
         found = select(func.max(steps.c.step_id)).where(
@@ -281,8 +283,9 @@ class RecoveryQueries(StoreBase):
         failed = conn.execute(found).scalar()
         if failed is None:  # the workflow's own code raised: its replay runs it again
             return
+        set_aside_step(conn, wid, failed, self.clock.now_ms())  # kept in its history
         errors = delete(step_errors).where(
-            step_errors.c.workflow_id == wid, step_errors.c.step_id >= failed
+            step_errors.c.workflow_id == wid, step_errors.c.step_id > failed
         )
         conn.execute(errors)
         if record.kind == CHAIN:

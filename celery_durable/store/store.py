@@ -20,10 +20,13 @@ from ..types import (
     WorkflowState,
 )
 from .base import StoreBase
+from .canvas import HOT_STATEMENTS as CANVAS_HOT_STATEMENTS
+from .canvas import CanvasQueries
 from .chains import HOT_STATEMENTS as CHAIN_HOT_STATEMENTS
 from .chains import ChainQueries
 from .children import ChildQueries
 from .engine import is_serialization_failure, is_transient, with_retries
+from .history import HistoryQueries
 from .messages import MessageQueries
 from .migrate import upgrade
 from .operations import OperationsQueries
@@ -44,12 +47,22 @@ class _AlreadyRecorded(Exception):
     """Raised inside a transaction step whose checkpoint exists: roll the user's work back."""
 
 
-class Store(OperationsQueries, ChainQueries, ChildQueries, MessageQueries, StoreBase):
+class Store(
+    OperationsQueries,
+    CanvasQueries,
+    HistoryQueries,
+    ChainQueries,
+    ChildQueries,
+    MessageQueries,
+    StoreBase,
+):
     """Narrow data access for the runtime; knows nothing of Celery."""
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
-        self.hot.register(*hot_statements(self.dialect), *CHAIN_HOT_STATEMENTS)
+        self.hot.register(
+            *hot_statements(self.dialect), *CHAIN_HOT_STATEMENTS, *CANVAS_HOT_STATEMENTS
+        )
 
     def migrate(self, revision: str = "head") -> str | None:
         """Create or upgrade the schema (Alembic, under a lock on Postgres)."""

@@ -177,3 +177,22 @@ waits = Table(
     ForeignKeyConstraint(["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"),
     Index("ix_durable_waits_target", "target_workflow_id", "kind", "key"),
 )
+
+# a step's earlier run, set aside when resume_workflow retried the step afresh: its record
+# and its attempt errors (a JSON list, in attempt order), numbered by run (migration 0005)
+step_history = Table(
+    "durable_step_history",
+    metadata,
+    Column("workflow_id", String(255), primary_key=True),
+    Column("step_id", Integer, primary_key=True),
+    Column("run", Integer, primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error", Text),
+    Column("attempts", Integer, nullable=False),
+    Column("attempt_errors", Text, nullable=False),
+    Column("started_at_ms", BigInteger),
+    Column("completed_at_ms", BigInteger),
+    Column("set_aside_at_ms", BigInteger, nullable=False),
+    ForeignKeyConstraint(["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"),
+)

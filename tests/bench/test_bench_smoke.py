@@ -33,7 +33,7 @@ def run_bench(module: str, *args: str, timeout: float = 240) -> list[dict[str, o
 def test_throughput_bench_runs_every_mode() -> None:
     rows = run_bench("bench.run")
     modes = {row["mode"] for row in rows}
-    assert {"plain", "durable_chain", "durable_workflow"} <= modes
+    assert {"plain", "durable_chain", "durable_workflow", "plain_chord", "durable_chord"} <= modes
     try:
         import dbos  # noqa: F401
     except ImportError:

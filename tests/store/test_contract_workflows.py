@@ -384,6 +384,8 @@ def test_resume_of_a_failed_workflow_retries_its_failed_step(any_store: DurableS
     again = get(any_store, wid)
     assert (again.status, again.error, again.recovery_attempts) == (S.ENQUEUED, None, 1)
     assert list(any_store.load_steps(wid)) == [0]  # the failed step runs again, afresh
+    (earlier,) = any_store.load_step_history(wid)[1]  # its failed run is set aside
+    assert (earlier.status, earlier.error, earlier.attempt_errors) == ("ERROR", '"e"', ('"e0"',))
 
 
 def test_resume_of_a_failed_chain_reopens_its_failed_step(any_store: DurableStore) -> None:
@@ -396,7 +398,11 @@ def test_resume_of_a_failed_chain_reopens_its_failed_step(any_store: DurableStor
     reopened = get_step(any_store, wid, 1)
     assert (reopened.status, reopened.attempts, reopened.error) == (StepState.PENDING, 0, None)
     assert any_store.load_steps(wid)[1].attempt_errors == ()
+    (earlier,) = any_store.load_step_history(wid)[1]  # the failed run, kept with its errors
+    assert (earlier.status, earlier.error, earlier.attempts) == ("ERROR", '"final"', 1)
+    assert earlier.attempt_errors == ('"e0"',)
     assert get_step(any_store, wid, 0).status == StepState.SUCCESS
+    assert 0 not in any_store.load_step_history(wid)
     found = any_store.first_open_step(wid)
     assert found is not None and found[0].step_id == 1
 

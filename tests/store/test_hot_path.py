@@ -156,7 +156,7 @@ def test_database_down_raises_a_clear_error() -> None:
 def test_every_hot_statement_compiles_up_front_on_both_backends(store: Store) -> None:
     store.prepare()  # what a worker does before forking its pool
     compiled_before = dict(store.hot._registered)
-    assert len(compiled_before) == 10
+    assert len(compiled_before) == 13  # 10, and a canvas member's lock, count, outputs
     assert all(compiled is not None for _, compiled in compiled_before.values())
     wf = workflow(store, status=S.PENDING)
     assert store.record_step(step(wf.workflow_id, 0))

@@ -1,0 +1,51 @@
+"""Plain Celery groups and chords: made of durable steps they start (the Producer bug), and
+made of plain tasks they behave as Celery's own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import chord, group
+
+from tests.apps import canvas_app as ca
+from tests.conftest import wait_for
+
+
+def test_plain_group_of_durable_steps_starts_and_runs(two_workers: Any) -> None:
+    """The bug: group(...).apply_async() raised 'Producer is not JSON serializable'."""
+    result = group(ca.member.s(1), ca.member.s(2), ca.member.s(3)).apply_async()
+    assert result.get(timeout=30) == [1, 4, 9]
+
+
+def test_plain_chord_of_non_durable_tasks_is_celerys_own(two_workers: Any) -> None:
+    result = chord([ca.plain_square.s(i) for i in range(4)], ca.plain_sum.s()).apply_async()
+    assert result.get(timeout=30) == 14
+    expected = {f"plain:{i}": 1 for i in range(4)}
+    assert ca.effects("plain") == {**expected, "plain_sum": 1}
+
+
+def test_plain_chord_of_durable_steps_is_a_durable_canvas(two_workers: Any) -> None:
+    """Recorded whole under the group id (``result.parent.id``); no chord counter is used."""
+    result = chord([ca.member.s(i) for i in range(5)], ca.total.s()).apply_async()
+    assert result.get(timeout=30) == [i * i for i in range(5)]
+    handle = ca.durable.retrieve_workflow(result.parent.id)
+    assert handle.get_result(timeout=30) == [i * i for i in range(5)]
+    assert ca.durable.retrieve_workflow(result.id).workflow_id == handle.workflow_id
+    steps = ca.durable.list_workflow_steps(handle.workflow_id)
+    assert [(s.stage, s.member) for s in steps] == [(0, i) for i in range(5)] + [(1, 0)]
+    assert ca.effects(handle.workflow_id) == {**{f"member:{i}": 1 for i in range(5)}, "total": 1}
+
+
+def test_group_piped_into_a_callback_is_a_durable_chord(two_workers: Any) -> None:
+    result = (group(ca.member.s(7), ca.member.s(8)) | ca.total.s()).apply_async()
+    assert result.get(timeout=30) == [49, 64]
+    assert ca.durable.get_workflow_status(result.parent.id).status == "SUCCESS"  # type: ignore[union-attr]
+
+
+def test_plain_chord_mixing_plain_and_durable_members_is_celerys_own(two_workers: Any) -> None:
+    """A member that is not a durable step: Celery's chord machinery, as before (its
+    callback, a durable step, is started by Celery's chord counter when both are done)."""
+    result = chord([ca.member.s(5), ca.plain_square.s(6)], ca.total.s()).apply_async()
+    wait_for(lambda: ca.durable.store.find_step_by_task_id(result.id) is not None)
+    assert ca.durable.retrieve_workflow(result.id).get_result(timeout=30) == [25, 36]
+    assert ca.durable.get_workflow_status(result.parent.id) is None
