@@ -179,7 +179,7 @@ waits = Table(
 )
 
 # a step's earlier run, set aside when resume_workflow retried the step afresh: its record
-# and its attempt errors (a JSON list, in attempt order), numbered by run (migration 0005)
+# and its attempt errors (a JSON list, in attempt order), numbered by run (migration 0007)
 step_history = Table(
     "durable_step_history",
     metadata,

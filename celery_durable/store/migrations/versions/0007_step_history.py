@@ -1,9 +1,7 @@
 """A step's earlier runs, set aside when ``resume_workflow`` retries a failed step afresh.
 
-Applied after 0006 (messages), which reached main first: a database already at 0006
-upgrades to this one without touching that revision.
 
-Revision ID: 0005
+Revision ID: 0007
 Revises: 0006
 """
 
@@ -12,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
