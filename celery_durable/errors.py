@@ -175,3 +175,20 @@ class CorruptedRowError(DurableError):
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
         return (type(self), (self.what, self.detail))
+
+
+class DuplicateWorkflowError(DurableError):
+    """A workflow was started in a durable queue with a deduplication id that an active
+    workflow of that queue holds; ``workflow_id`` is that active workflow's id."""
+
+    def __init__(self, deduplication_id: str, workflow_id: str, queue: str = "") -> None:
+        self.deduplication_id = deduplication_id
+        self.workflow_id = workflow_id
+        self.queue = queue
+        super().__init__(
+            f"deduplication id {deduplication_id!r} is held by active workflow "
+            f"{workflow_id!r} in queue {queue!r}"
+        )
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+        return (type(self), (self.deduplication_id, self.workflow_id, self.queue))

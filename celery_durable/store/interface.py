@@ -21,13 +21,14 @@ from ..types import (
     WorkflowRecord,
 )
 from .operations_interface import OperationsStore
+from .queues_interface import QueueStore
 
 T = TypeVar("T")
 #: error text for a workflow the sweep dead-letters (or cancels), given its row
 ErrorFor = Callable[[WorkflowRecord], str]
 
 
-class DurableStore(OperationsStore, Protocol):
+class DurableStore(OperationsStore, QueueStore, Protocol):
     clock: Clock
 
     # lifecycle ------------------------------------------------------------

@@ -35,13 +35,13 @@ from ..types import (
     WorkflowState,
 )
 from .memory_children import MemoryChildren
-from .memory_operations import MemoryOperations
+from .memory_queues import MemoryQueues
 from .memory_tables import MemoryTransaction
 
 T = TypeVar("T")
 
 
-class MemoryStore(MemoryOperations, MemoryChildren):
+class MemoryStore(MemoryQueues, MemoryChildren):
     """The durable state in dicts; see the SQL ``Store`` for what each method means."""
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK, sql_engine: Engine | None = None) -> None:

@@ -26,6 +26,7 @@ from .children import ChildQueries
 from .engine import is_serialization_failure, is_transient, with_retries
 from .migrate import upgrade
 from .operations import OperationsQueries
+from .queues import QueueQueries
 from .statements import (
     CLAIM_WORKFLOW,
     FINISH_ANY,
@@ -42,7 +43,7 @@ class _AlreadyRecorded(Exception):
     """Raised inside a transaction step whose checkpoint exists: roll the user's work back."""
 
 
-class Store(OperationsQueries, ChainQueries, ChildQueries, StoreBase):
+class Store(QueueQueries, OperationsQueries, ChainQueries, ChildQueries, StoreBase):
     """Narrow data access for the runtime; knows nothing of Celery."""
 
     def __init__(self, url: str, **options: Any) -> None:

@@ -125,3 +125,49 @@ executors = Table(
     Column("last_heartbeat_ms", BigInteger, nullable=False),
     Column("status", String(16), nullable=False, server_default=ExecutorState.RUNNING.value),
 )
+
+# flow control (issue 13, migration 0007) ---------------------------------------------
+#: one row per durable queue: admission locks it, so admissions of a queue are serialized
+queues = Table(
+    "durable_queues",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)
+
+WAITING_WHERE = text("admitted_at_ms IS NULL")
+
+#: a workflow's place in a durable queue; its slot is counted from the workflow's row
+queue_entries = Table(
+    "durable_queue_entries",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # FIFO order
+    Column("workflow_id", String(255), nullable=False, unique=True),
+    Column("queue", String(255), nullable=False),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("deduplication_id", String(255)),
+    Column("enqueued_at_ms", BigInteger, nullable=False),
+    Column("not_before_ms", BigInteger, nullable=False, server_default="0"),
+    Column("admitted_at_ms", BigInteger),
+    Column("executor_id", String(64)),
+    ForeignKeyConstraint(["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"),
+    Index(
+        "ix_durable_queue_entries_waiting",
+        "queue",
+        "priority",
+        "seq",
+        postgresql_where=WAITING_WHERE,
+        sqlite_where=WAITING_WHERE,
+    ),
+    Index("ix_durable_queue_entries_admitted", "queue", "admitted_at_ms"),
+    Index("ix_durable_queue_entries_dedup", "queue", "deduplication_id"),
+)
+
+schedules = Table(
+    "durable_schedules",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("last_tick_ms", BigInteger),
+    Column("paused", Integer, nullable=False, server_default="0"),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)

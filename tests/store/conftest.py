@@ -28,7 +28,15 @@ BODY_DDL = (
     "CREATE TABLE IF NOT EXISTS store_test_children (parent_id INTEGER"
     " REFERENCES store_test_parents (parent_id) DEFERRABLE INITIALLY DEFERRED)",
 )
-TABLES = ("durable_step_errors", "durable_steps", "durable_workflows", "durable_executors")
+TABLES = (
+    "durable_step_errors",
+    "durable_steps",
+    "durable_queue_entries",
+    "durable_workflows",
+    "durable_executors",
+    "durable_queues",
+    "durable_schedules",
+)
 
 
 def _migrated(url: str) -> Iterator[Store]:
