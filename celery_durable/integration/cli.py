@@ -397,4 +397,4 @@ def recover(ctx: click.Context, as_json: bool) -> None:
 
 
 # retention and the dashboard register themselves on the group above
-from . import cli_operations  # noqa: E402, F401
+from . import cli_flow, cli_operations  # noqa: E402, F401

@@ -4,6 +4,7 @@ A mixin of ``Durable``; the logic is in runtime/queues.py and runtime/schedules.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,23 +16,16 @@ if TYPE_CHECKING:
     from ..store.interface import DurableStore
 
 
+@dataclass(frozen=True)
 class ScheduleInfo:
     """A schedule as ``celery -A proj durable schedules`` lists it."""
 
-    def __init__(
-        self,
-        name: str,
-        cron: str,
-        workflow: str,
-        paused: bool,
-        last: datetime | None,
-        nxt: datetime,
-    ) -> None:
-        self.name, self.cron, self.workflow = name, cron, workflow
-        self.paused, self.last_tick, self.next_tick = paused, last, nxt
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    name: str
+    cron: str
+    workflow: str
+    paused: bool
+    last_tick: datetime | None
+    next_tick: datetime
 
 
 class FlowControl:
@@ -69,6 +63,9 @@ class FlowControl:
         datetime) as first argument, however many beats run; up to ``backfill`` ticks
         missed while no beat ran are started on the next check."""
         return schedules.scheduled(self, cron, name, tz, backfill)  # type: ignore[arg-type]
+
+    def declared_queues(self) -> list[queues.DurableQueue]:
+        return list(queues.durable_queues(self).values())  # type: ignore[arg-type]
 
     def queue_stats(self) -> list[QueueStats]:
         """Per declared queue: running, waiting, oldest waiting, starts in the window."""

@@ -1,4 +1,4 @@
-"""Three `celery worker -c 4` processes shared by a module's flow-control tests (they
+"""Three `celery worker -c 4` processes shared by the flow-control tests (they
 consume the session queue and every shared durable queue of tests/apps/flow_app.py), and
 readers of what the workflows noted from inside.
 
@@ -20,7 +20,7 @@ APP = "tests.apps.flow_app"
 Run = tuple[str, str, str, float, float | None]  # workflow id, key, worker, started, ended
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def shared_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[WorkerProcess]]:
     from tests.apps.flow_app import SHARED_QUEUES, ensure_flow_tables
 
@@ -32,6 +32,9 @@ def shared_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Wo
             proc.start()
         yield procs
     finally:
+        for proc in procs:  # warm shutdowns side by side
+            if proc.alive:
+                proc.terminate()
         for proc in procs:
             proc.stop(timeout=10)
 
