@@ -3,23 +3,26 @@ the two admission triggers: right after a workflow of a queue ends (``task_postr
 the process that ran it) and a periodic pass in each worker (delays, limiter windows).
 
 Admitted workflows are published to the Celery queue of the same name, so workers
-consume a durable queue as any Celery queue (``-Q payments``).
+consume a durable queue as any Celery queue (``-Q payments``). A queue with
+``worker_concurrency`` is admitted by each worker that consumes it, for itself, and its
+workflows are published to that worker's own queue ``<name>@<executor id>``, which the
+worker consumes from its start (``worker_init``).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from celery import bootsteps
-from celery.signals import task_postrun
+from celery.signals import task_postrun, worker_init
 
 from ..flowtypes import QueueSpec, QueueStats
 from ..runtime.enqueue_options import EnqueueOptions, current_enqueue_options
 from ..runtime.executor import Heartbeat
 from ..runtime.queues import admission_pass, admit, check_options
-from ..types import WorkflowKind
+from ..types import WorkflowKind, WorkflowRecord
 
 if TYPE_CHECKING:
     from .durable import Durable
@@ -47,8 +50,8 @@ def declare(durable: Durable, spec: QueueSpec) -> DurableQueue:
     """Register ``spec`` on ``durable`` (the same name twice must mean the same limits)."""
     if spec.concurrency is not None and spec.concurrency < 1:
         raise ValueError("concurrency must be >= 1 or None")
-    if spec.worker_concurrency is not None:
-        raise NotImplementedError("worker_concurrency is not supported yet")
+    if spec.worker_concurrency is not None and spec.worker_concurrency < 1:
+        raise ValueError("worker_concurrency must be >= 1 or None")
     if spec.limiter is not None:
         limit, period = spec.limiter
         if limit < 1 or period <= 0:
@@ -113,17 +116,65 @@ def queue_stats(durable: Durable) -> list[QueueStats]:
 
 
 # admission triggers ---------------------------------------------------------
+def private_queue(name: str, executor_id: str) -> str:
+    """The Celery queue of one worker's admissions in a ``worker_concurrency`` queue."""
+    return f"{name}@{executor_id}"
+
+
+def served(durable: Durable) -> set[str]:
+    """The ``worker_concurrency`` queues this worker consumes (it admits for itself)."""
+    found: set[str] | None = durable.__dict__.get("_served_queues")
+    if found is None:
+        found = durable.__dict__["_served_queues"] = set()
+    return found
+
+
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    """Consume this worker's own queue of every ``worker_concurrency`` queue it consumes."""
+    app: Any = getattr(sender, "app", None)
+    durable: Durable | None = getattr(app, "durable", None)
+    if durable is None:
+        return
+    consumed = app.amqp.queues.consume_from  # None: every queue declared
+    for q in durable_queues(durable).values():
+        if q.spec.worker_concurrency is None or (consumed is not None and q.name not in consumed):
+            continue
+        served(durable).add(q.name)
+        app.amqp.queues.select_add(private_queue(q.name, durable.attach_worker_executor()))
+
+
+def publisher(durable: Durable) -> Any:
+    """``runtime.publish`` for admitted workflows: a worker's own admissions in a
+    ``worker_concurrency`` queue go to its own queue."""
+
+    def publish(record: WorkflowRecord) -> None:
+        found = durable_queues(durable).get(record.queue or "")
+        executor_id = durable.worker_executor_id
+        if found is not None and found.spec.worker_concurrency and executor_id:
+            record = replace(record, queue=private_queue(found.name, executor_id))
+        durable.republish(record)
+
+    return publish
+
+
 def _on_task_postrun(sender: Any = None, **_: Any) -> None:
     """A workflow of a durable queue ran (ended, or gave its slot back): admit the next."""
     durable: Durable | None = getattr(getattr(sender, "app", None), "durable", None)
     if durable is None or getattr(sender, "durable_kind", None) != WorkflowKind.WORKFLOW:
         return
     info = getattr(sender.request, "delivery_info", None) or {}
-    found = durable_queues(durable).get(info.get("routing_key") or "")
+    name = str(info.get("routing_key") or "")
+    executor_id = durable.worker_executor_id
+    if executor_id and name.endswith(f"@{executor_id}"):
+        name = name[: -len(executor_id) - 1]
+    found = durable_queues(durable).get(name)
     if found is None:
         return
+    wc = found.spec.worker_concurrency is not None
+    if wc and found.name not in served(durable):
+        return
     try:
-        admit(durable.runtime, found.spec)
+        admit(durable.runtime, found.spec, executor_id if wc else None, publisher(durable))
     except Exception as exc:  # the periodic pass admits it a moment later
         log.warning("admission in queue %s failed: %s", found.name, exc)
 
@@ -144,8 +195,13 @@ class DurableAdmission(bootsteps.StartStopStep):  # type: ignore[misc]
             return
 
         def admission() -> None:
-            specs = [q.spec for q in durable_queues(durable).values()]
-            admission_pass(durable.runtime, specs, durable.worker_executor_id)
+            mine = served(durable)
+            specs = [
+                q.spec
+                for q in durable_queues(durable).values()
+                if q.spec.worker_concurrency is None or q.name in mine
+            ]
+            admission_pass(durable.runtime, specs, durable.worker_executor_id, publisher(durable))
 
         interval = durable.settings.admission_interval
         self.thread = Heartbeat(admission, interval, name="durable-admission").start()
@@ -158,3 +214,4 @@ class DurableAdmission(bootsteps.StartStopStep):  # type: ignore[misc]
 def install_queues(durable: Durable) -> None:
     durable.app.steps["worker"].add(DurableAdmission)
     task_postrun.connect(_on_task_postrun, weak=False, dispatch_uid="celery_durable.admission")
+    worker_init.connect(_on_worker_init, weak=False, dispatch_uid="celery_durable.own_queues")

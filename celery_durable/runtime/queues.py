@@ -10,7 +10,7 @@ queue when nothing is due) covers delays, limiter windows and cancellations.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from ..errors import ConflictingWorkflowError, DuplicateWorkflowError
@@ -19,6 +19,8 @@ from ..types import WorkflowRecord
 from .enqueue_options import EnqueueOptions
 from .runtime import Runtime, log
 from .workflows import StartRequest, build_record
+
+Publish = Callable[[WorkflowRecord], None]
 
 
 def check_options(spec: QueueSpec, options: EnqueueOptions) -> None:
@@ -65,15 +67,25 @@ def enqueue(
     return result.record, result.created
 
 
-def admit(runtime: Runtime, spec: QueueSpec, executor_id: str | None = None) -> int:
-    """Admit what fits in ``spec``'s queue now and publish it; returns how many."""
+def admit(
+    runtime: Runtime,
+    spec: QueueSpec,
+    executor_id: str | None = None,
+    send: Publish | None = None,
+) -> int:
+    """Admit what fits in ``spec``'s queue now (for worker ``executor_id`` in a queue with
+    ``worker_concurrency``) and publish it (with ``send``, default ``runtime.publish``);
+    returns how many."""
     admitted = runtime.store.admit(spec, executor_id)
-    publish(runtime, admitted)
+    publish(runtime, admitted, send)
     return len(admitted)
 
 
 def admission_pass(
-    runtime: Runtime, specs: Iterable[QueueSpec], executor_id: str | None = None
+    runtime: Runtime,
+    specs: Iterable[QueueSpec],
+    executor_id: str | None = None,
+    send: Publish | None = None,
 ) -> int:
     """Admit in every queue where a workflow is due (an idle queue costs one read)."""
     total = 0
@@ -81,17 +93,21 @@ def admission_pass(
         if spec.worker_concurrency is not None and executor_id is None:
             continue
         if runtime.store.queue_due(spec.name):
-            total += admit(runtime, spec, executor_id if spec.worker_concurrency else None)
+            owner = executor_id if spec.worker_concurrency else None
+            total += admit(runtime, spec, owner, send)
     return total
 
 
-def publish(runtime: Runtime, admitted: Iterable[WorkflowRecord]) -> None:
+def publish(
+    runtime: Runtime, admitted: Iterable[WorkflowRecord], send: Publish | None = None
+) -> None:
     """Send each admitted workflow's message; one that fails stays admitted and due, and
     the recovery sweep sends it after ``durable_enqueue_timeout``."""
-    if runtime.publish is None:
+    send = send or runtime.publish
+    if send is None:
         return
     for record in admitted:
         try:
-            runtime.publish(record)
+            send(record)
         except Exception as exc:
             log.warning("could not publish admitted workflow %s: %s", record.workflow_id, exc)

@@ -30,12 +30,15 @@ rate = durable.queue(f"{BASE}-rate", limiter=(3, 1.0))
 prio = durable.queue(f"{BASE}-prio", concurrency=1, priority_enabled=True)
 free = durable.queue(f"{BASE}-free")
 crash = durable.queue(f"{BASE}-crash", concurrency=3)
+per_worker = durable.queue(f"{BASE}-wc1", worker_concurrency=1)
 SCHEDULE_QUEUE = f"{BASE}-schedules"  # the schedule's checks and runs, for these workers alone
 app.conf.task_routes = {
     "celery_durable.schedules": {"queue": SCHEDULE_QUEUE},
     "tests.apps.flow_app.ticked": {"queue": SCHEDULE_QUEUE},
 }
-SHARED_QUEUES = ",".join([SCHEDULE_QUEUE, q3.name, rate.name, prio.name, free.name])
+SHARED_QUEUES = ",".join(
+    [SCHEDULE_QUEUE, q3.name, rate.name, prio.name, free.name, per_worker.name]
+)
 SCHEDULE = f"tick-{BASE}"
 
 RUNS_DDL = """

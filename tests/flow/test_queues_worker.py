@@ -44,6 +44,25 @@ def test_concurrency_is_global_across_workers_and_slots_are_refilled() -> None:
     assert total <= 1.5 * ideal, f"{total:.2f}s for an ideal of {ideal:.2f}s"
 
 
+def test_worker_concurrency_bounds_each_worker() -> None:
+    """worker_concurrency=1 on three workers of -c 4: one at a time per worker, three in
+    all (issue 13 asks two workers; the shared three show the same bound)."""
+    from tests.apps.flow_app import per_worker
+
+    key = f"wc1-{uuid.uuid4().hex[:6]}-"
+    handles = [durable.start_workflow(timed, f"{key}{i}", 0.3, queue=per_worker)
+               for i in range(9)]  # fmt: skip
+    wait_for(lambda: finished([h.workflow_id for h in handles]), timeout=30)
+    seen = runs(key)
+    assert len(seen) == 9
+    workers = {w for _, _, w, _, _ in seen}
+    for worker in workers:
+        mine = [(s, e) for _, _, w, s, e in seen if w == worker and e is not None]
+        assert max_overlap(mine) == 1, worker
+    assert len(workers) >= 2
+    assert max_overlap([(s, e) for *_, s, e in seen if e is not None]) in (2, 3)
+
+
 def test_limiter_bounds_starts_per_window() -> None:
     key = f"rate-{uuid.uuid4().hex[:6]}-"
     ids = [durable.start_workflow(timed, f"{key}{i}", 0.0, queue=rate.name) for i in range(9)]

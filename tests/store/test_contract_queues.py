@@ -135,3 +135,22 @@ def test_schedule_states(any_store: DurableStore) -> None:
     assert (s.last_tick_ms, s.paused) == (2000, True)
     any_store.set_schedule_paused("s", False)
     assert [(x.name, x.paused) for x in any_store.get_schedules()] == [("s", False), ("t", True)]
+
+
+def test_worker_concurrency_admits_per_worker(any_store: DurableStore) -> None:
+    spec = QueueSpec("wc", concurrency=3, worker_concurrency=2)
+    for _ in range(6):
+        assert put(any_store, spec)[1] == []  # only a worker admits, for itself
+    a, b = executor(any_store), executor(any_store)
+    mine = any_store.admit(spec, a)
+    assert len(mine) == 2 and any_store.admit(spec, a) == []
+    assert len(any_store.admit(spec, b)) == 1  # the global concurrency caps b
+    assert any_store.set_status(mine[0].workflow_id, S.SUCCESS)
+    assert len(any_store.admit(spec, a)) == 1
+
+
+def test_an_admitted_workflow_whose_message_is_lost_is_recovered(any_store: DurableStore) -> None:
+    wid, admitted = put(any_store)
+    assert admitted == [wid]
+    clock(any_store).advance(2 * MINUTE)
+    assert wid in dict(stalled(any_store))  # the sweep re-sends it (to its queue)
