@@ -173,8 +173,9 @@ def _on_task_postrun(sender: Any = None, **_: Any) -> None:
     wc = found.spec.worker_concurrency is not None
     if wc and found.name not in served(durable):
         return
-    try:
-        admit(durable.runtime, found.spec, executor_id if wc else None, publisher(durable))
+    try:  # a read first: with nothing waiting, no lock is taken
+        if durable.store.queue_due(found.name):
+            admit(durable.runtime, found.spec, executor_id if wc else None, publisher(durable))
     except Exception as exc:  # the periodic pass admits it a moment later
         log.warning("admission in queue %s failed: %s", found.name, exc)
 

@@ -179,10 +179,11 @@ class QueueQueries(StoreBase):
 
     # inside a transaction -------------------------------------------------
     def _lock_queue(self, conn: Connection, name: str, now: int) -> None:
-        conn.execute(
-            self._insert(queues).values(name=name, updated_at_ms=now).on_conflict_do_nothing()
-        )
-        conn.execute(update(queues).where(queues.c.name == name).values(updated_at_ms=now))
+        touch = update(queues).where(queues.c.name == name).values(updated_at_ms=now)
+        if conn.execute(touch).rowcount == 0:  # the queue's first use
+            insert = self._insert(queues).values(name=name, updated_at_ms=now)
+            conn.execute(insert.on_conflict_do_nothing())
+            conn.execute(touch)
 
     def _window_starts(self, conn: Connection, spec: QueueSpec, now: int) -> int:
         assert spec.limiter is not None

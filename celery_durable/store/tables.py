@@ -163,6 +163,14 @@ queue_entries = Table(
     Index("ix_durable_queue_entries_dedup", "queue", "deduplication_id"),
 )
 
+#: a queue's slots are its active workflows: counted through this index, whatever the history
+Index(
+    "ix_durable_workflows_queue_active",
+    workflows.c.queue,
+    postgresql_where=ACTIVE_WHERE,
+    sqlite_where=ACTIVE_WHERE,
+)
+
 schedules = Table(
     "durable_schedules",
     metadata,

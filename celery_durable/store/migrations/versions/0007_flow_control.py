@@ -1,5 +1,6 @@
 """Flow control: durable queues (a lock row per queue, each queued workflow's entry with
-its priority, deduplication id, delay and admission time) and schedules' state.
+its priority, deduplication id, delay and admission time), an index of active workflows
+by queue (a queue's slots are counted from them), and schedules' state.
 
 Revision ID: 0007
 Revises: 0004
@@ -16,6 +17,7 @@ branch_labels = None
 depends_on = None
 
 WAITING_WHERE = sa.text("admitted_at_ms IS NULL")
+ACTIVE_WHERE = sa.text("status IN ('ENQUEUED', 'PENDING')")
 
 
 def upgrade() -> None:
@@ -52,6 +54,13 @@ def upgrade() -> None:
     op.create_index(
         "ix_durable_queue_entries_dedup", "durable_queue_entries", ["queue", "deduplication_id"]
     )
+    op.create_index(
+        "ix_durable_workflows_queue_active",
+        "durable_workflows",
+        ["queue"],
+        postgresql_where=ACTIVE_WHERE,
+        sqlite_where=ACTIVE_WHERE,
+    )
     op.create_table(
         "durable_schedules",
         sa.Column("name", sa.String(255), primary_key=True),
@@ -62,6 +71,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_durable_workflows_queue_active", "durable_workflows")
     op.drop_table("durable_schedules")
     op.drop_table("durable_queue_entries")
     op.drop_table("durable_queues")
