@@ -17,7 +17,7 @@ from ..flowtypes import (
 )
 from ..types import ACTIVE_STATUSES, WorkflowRecord, WorkflowState
 from .memory_operations import MemoryOperations
-from .queues import ADMIT_BATCH
+from .queues import ADMIT_BATCH, LEFT
 
 
 def _waiting(w: WorkflowRecord | None) -> bool:
@@ -70,10 +70,7 @@ class MemoryQueues(MemoryOperations):
         now = self.clock.now_ms()
         with self._lock:
             return any(
-                e.queue == queue
-                and e.admitted_at_ms is None
-                and e.not_before_ms <= now
-                and _waiting(self._workflows.get(e.workflow_id))
+                e.queue == queue and e.admitted_at_ms is None and e.not_before_ms <= now
                 for e in self._entries.values()
             )
 
@@ -139,16 +136,15 @@ class MemoryQueues(MemoryOperations):
             free = min(free, spec.limiter[0] - self._window_starts(spec))
         if free <= 0:
             return []
-        candidates = [
-            e
-            for e in self._entries.values()
-            if e.queue == spec.name
-            and e.admitted_at_ms is None
-            and e.not_before_ms <= now
-            and _waiting(self._workflows.get(e.workflow_id))
-        ]
-        if spec.priority_enabled:
-            candidates.sort(key=lambda e: e.priority)  # stable: FIFO within a priority
+        candidates = []
+        for e in self._entries.values():
+            if e.queue != spec.name or e.admitted_at_ms is not None or e.not_before_ms > now:
+                continue
+            if _waiting(self._workflows.get(e.workflow_id)):
+                candidates.append(e)
+            else:  # left the queue unadmitted (cancelled, timed out, resumed)
+                self._entries[e.workflow_id] = replace(e, admitted_at_ms=LEFT)
+        candidates.sort(key=lambda e: e.priority)  # stable: FIFO within a priority
         admitted = []
         for e in candidates[:free]:
             self._entries[e.workflow_id] = replace(e, admitted_at_ms=now, executor_id=executor_id)

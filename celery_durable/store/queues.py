@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, func, select, update
 
 from ..flowtypes import (
     WAIT_FOR_ADMISSION_MS,
@@ -26,12 +26,17 @@ from ..flowtypes import (
 )
 from ..types import ACTIVE_STATUSES, WorkflowRecord, WorkflowState
 from .base import StoreBase
-from .tables import queue_entries, queues, schedules, workflows
+from .tables import HOLDS_SLOT_WHERE, queue_entries, queues, schedules, workflows
 
 E, W = queue_entries.c, workflows.c
 ENQUEUED = WorkflowState.ENQUEUED
 #: the most workflows one admission call admits (the periodic pass takes the rest)
 ADMIT_BATCH = 500
+#: waiting entries read beyond the free slots, in case some have left the queue
+SCAN_MARGIN = 20
+#: ``admitted_at_ms`` of an entry whose workflow left the queue without admission (never
+#: inside a limiter window)
+LEFT = 0
 
 
 def waiting_row() -> Any:
@@ -41,12 +46,8 @@ def waiting_row() -> Any:
 
 def holds_slot(queue: str) -> Any:
     """A workflow of ``queue`` that holds a slot: active and admitted (running, due, or
-    owned by a worker that died and not yet recovered)."""
-    return and_(
-        W.queue == queue,
-        W.status.in_(sorted(ACTIVE_STATUSES)),
-        or_(W.status != ENQUEUED, W.wake_at_ms.is_(None), W.wake_at_ms != WAIT_FOR_ADMISSION_MS),
-    )
+    owned by a worker that died and not yet recovered); served by its partial index."""
+    return and_(W.queue == queue, HOLDS_SLOT_WHERE)
 
 
 class QueueQueries(StoreBase):
@@ -96,6 +97,10 @@ class QueueQueries(StoreBase):
         queue with ``worker_concurrency`` admits only for a worker (``executor_id``)."""
 
         def run(conn: Connection) -> list[WorkflowRecord]:
+            if self.dialect == "postgresql":
+                # an admission lost in a server crash is harmless (the workflow waits again
+                # and its message is refused), and the queue's lock is held less long
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO off")
             now = self.clock.now_ms()
             self._lock_queue(conn, spec.name, now)
             return self._admit(conn, spec, executor_id, now)
@@ -103,14 +108,11 @@ class QueueQueries(StoreBase):
         return self._write("admit", run)
 
     def queue_due(self, queue: str) -> bool:
-        """A workflow waits in ``queue`` and may be admitted now (one cheap read, so an
-        idle periodic pass writes nothing)."""
-        stmt = select(E.workflow_id).join(workflows, W.workflow_id == E.workflow_id)
-        stmt = stmt.where(
-            E.queue == queue,
-            E.admitted_at_ms.is_(None),
-            E.not_before_ms <= self.clock.now_ms(),
-            waiting_row(),
+        """A workflow waits in ``queue`` and may be admitted now (one cheap read of the
+        waiting index, so an idle periodic pass writes nothing; an entry whose workflow
+        left the queue unadmitted makes it True once, until admission marks it)."""
+        stmt = select(E.workflow_id).where(
+            E.queue == queue, E.admitted_at_ms.is_(None), E.not_before_ms <= self.clock.now_ms()
         )
         return self._read("queue_due", lambda c: c.execute(stmt.limit(1)).first() is not None)
 
@@ -202,31 +204,41 @@ class QueueQueries(StoreBase):
             running = conn.execute(count.where(holds_slot(spec.name))).scalar_one()
             free = min(free, spec.concurrency - running)
         if spec.worker_concurrency is not None:
+            # the queue's slots held (few rows: its active ones), then which are this worker's
+            held = list(conn.execute(select(W.workflow_id).where(holds_slot(spec.name))).scalars())
             mine = conn.execute(
-                count.join(queue_entries, E.workflow_id == W.workflow_id).where(
-                    holds_slot(spec.name), E.executor_id == executor_id
-                )
+                select(func.count())
+                .select_from(queue_entries)
+                .where(E.workflow_id.in_(held), E.executor_id == executor_id)
             ).scalar_one()
             free = min(free, spec.worker_concurrency - mine)
         if spec.limiter is not None:
             free = min(free, spec.limiter[0] - self._window_starts(conn, spec, now))
         if free <= 0:
             return []
-        order = [E.priority, E.seq] if spec.priority_enabled else [E.seq]
-        ids = list(
+        # the waiting index in order (priority is 0 throughout when not enabled), then the
+        # workflows by key: no join whose plan could scan the history
+        candidates = list(
             conn.execute(
                 select(E.workflow_id)
-                .join(workflows, W.workflow_id == E.workflow_id)
-                .where(
-                    E.queue == spec.name,
-                    E.admitted_at_ms.is_(None),
-                    E.not_before_ms <= now,
-                    waiting_row(),
-                )
-                .order_by(*order)
-                .limit(free)
+                .where(E.queue == spec.name, E.admitted_at_ms.is_(None), E.not_before_ms <= now)
+                .order_by(E.priority, E.seq)
+                .limit(free + SCAN_MARGIN)
             ).scalars()
         )
+        if not candidates:
+            return []
+        waiting = set(
+            conn.execute(
+                select(W.workflow_id).where(W.workflow_id.in_(candidates), waiting_row())
+            ).scalars()
+        )
+        left = [c for c in candidates if c not in waiting]
+        if left:  # cancelled (or timed out, resumed) while waiting: out of the queue
+            conn.execute(
+                update(queue_entries).where(E.workflow_id.in_(left)).values(admitted_at_ms=LEFT)
+            )
+        ids = [c for c in candidates if c in waiting][:free]
         if not ids:
             return []
         conn.execute(

@@ -163,12 +163,18 @@ queue_entries = Table(
     Index("ix_durable_queue_entries_dedup", "queue", "deduplication_id"),
 )
 
-#: a queue's slots are its active workflows: counted through this index, whatever the history
+#: a workflow holding a slot of its queue: active and not waiting for admission (the
+#: value is ``flowtypes.WAIT_FOR_ADMISSION_MS``). Literal SQL, so that the queries that
+#: repeat it use the partial index below, whatever the history and the waiting backlog
+HOLDS_SLOT_WHERE = text(
+    "status IN ('ENQUEUED', 'PENDING')"
+    " AND (status <> 'ENQUEUED' OR wake_at_ms IS NULL OR wake_at_ms <> 4611686018427387905)"
+)
 Index(
-    "ix_durable_workflows_queue_active",
+    "ix_durable_workflows_queue_held",
     workflows.c.queue,
-    postgresql_where=ACTIVE_WHERE,
-    sqlite_where=ACTIVE_WHERE,
+    postgresql_where=HOLDS_SLOT_WHERE,
+    sqlite_where=HOLDS_SLOT_WHERE,
 )
 
 schedules = Table(

@@ -154,3 +154,22 @@ def test_an_admitted_workflow_whose_message_is_lost_is_recovered(any_store: Dura
     assert admitted == [wid]
     clock(any_store).advance(2 * MINUTE)
     assert wid in dict(stalled(any_store))  # the sweep re-sends it (to its queue)
+
+
+def test_a_workflow_cancelled_while_waiting_leaves_the_queue(any_store: DurableStore) -> None:
+    spec = QueueSpec("leave", concurrency=1, limiter=(5, 60.0))
+    first, _ = put(any_store, spec)
+    gone, _ = put(any_store, spec)
+    last, _ = put(any_store, spec)
+    assert any_store.set_status(gone, S.CANCELLED)
+    assert any_store.set_status(first, S.SUCCESS)
+    assert [r.workflow_id for r in any_store.admit(spec)] == [last]
+    stats = any_store.queue_stats(spec)
+    assert (stats.running, stats.waiting, stats.window_starts) == (1, 0, 2)
+    assert not any_store.queue_due(spec.name)
+
+
+def test_the_slot_index_names_the_admission_wait() -> None:
+    from celery_durable.store.tables import HOLDS_SLOT_WHERE
+
+    assert f"wake_at_ms <> {WAIT_FOR_ADMISSION_MS}" in str(HOLDS_SLOT_WHERE)

@@ -1,6 +1,7 @@
 """Flow control: durable queues (a lock row per queue, each queued workflow's entry with
-its priority, deduplication id, delay and admission time), an index of active workflows
-by queue (a queue's slots are counted from them), and schedules' state.
+its priority, deduplication id, delay and admission time), an index by queue of the
+workflows holding a slot (active, not waiting: a queue's slots are counted from them),
+and schedules' state.
 
 Revision ID: 0007
 Revises: 0004
@@ -17,7 +18,10 @@ branch_labels = None
 depends_on = None
 
 WAITING_WHERE = sa.text("admitted_at_ms IS NULL")
-ACTIVE_WHERE = sa.text("status IN ('ENQUEUED', 'PENDING')")
+HOLDS_SLOT_WHERE = sa.text(
+    "status IN ('ENQUEUED', 'PENDING')"
+    " AND (status <> 'ENQUEUED' OR wake_at_ms IS NULL OR wake_at_ms <> 4611686018427387905)"
+)
 
 
 def upgrade() -> None:
@@ -55,11 +59,11 @@ def upgrade() -> None:
         "ix_durable_queue_entries_dedup", "durable_queue_entries", ["queue", "deduplication_id"]
     )
     op.create_index(
-        "ix_durable_workflows_queue_active",
+        "ix_durable_workflows_queue_held",
         "durable_workflows",
         ["queue"],
-        postgresql_where=ACTIVE_WHERE,
-        sqlite_where=ACTIVE_WHERE,
+        postgresql_where=HOLDS_SLOT_WHERE,
+        sqlite_where=HOLDS_SLOT_WHERE,
     )
     op.create_table(
         "durable_schedules",
@@ -71,7 +75,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_durable_workflows_queue_active", "durable_workflows")
+    op.drop_index("ix_durable_workflows_queue_held", "durable_workflows")
     op.drop_table("durable_schedules")
     op.drop_table("durable_queue_entries")
     op.drop_table("durable_queues")
