@@ -21,7 +21,7 @@ from celery.signals import task_postrun, worker_init
 from ..flowtypes import QueueSpec, QueueStats
 from ..runtime.enqueue_options import EnqueueOptions, current_enqueue_options
 from ..runtime.executor import Heartbeat
-from ..runtime.queues import admission_pass, admit, check_options
+from ..runtime.queues import admission_pass, admit_after_end, check_options
 from ..types import WorkflowKind, WorkflowRecord
 
 if TYPE_CHECKING:
@@ -175,7 +175,8 @@ def _on_task_postrun(sender: Any = None, **_: Any) -> None:
         return
     try:  # a read first: with nothing waiting, no lock is taken
         if durable.store.queue_due(found.name):
-            admit(durable.runtime, found.spec, executor_id if wc else None, publisher(durable))
+            owner = executor_id if wc else None
+            admit_after_end(durable.runtime, found.spec, owner, publisher(durable))
     except Exception as exc:  # the periodic pass admits it a moment later
         log.warning("admission in queue %s failed: %s", found.name, exc)
 

@@ -81,6 +81,35 @@ def admit(
     return len(admitted)
 
 
+def admit_after_end(
+    runtime: Runtime,
+    spec: QueueSpec,
+    executor_id: str | None = None,
+    send: Publish | None = None,
+    patience: float = 1.0,
+) -> int:
+    """After a workflow of the queue ran: admit, without queueing behind another admitter.
+
+    When another admission holds the queue's lock, it may have counted the slots before
+    this workflow's end committed; one that takes the lock after it cannot miss it. So
+    this waits (polling briefly) until it takes the lock itself, or the queue's version
+    shows two more admissions since it began (the second began after this one did), or
+    ``patience`` runs out (the periodic pass covers it). Under load, the admitters thus
+    take turns in batches instead of in a convoy on the lock.
+    """
+    store = runtime.store
+    start = store.queue_version(spec.name)
+    deadline = runtime.clock.monotonic() + patience
+    while True:
+        admitted = store.try_admit(spec, executor_id)
+        if admitted is not None:
+            publish(runtime, admitted, send)
+            return len(admitted)
+        if store.queue_version(spec.name) >= start + 2 or runtime.clock.monotonic() > deadline:
+            return 0
+        runtime.clock.sleep(0.005)
+
+
 def admission_pass(
     runtime: Runtime,
     specs: Iterable[QueueSpec],

@@ -35,6 +35,7 @@ class MemoryQueues(MemoryOperations):
         super().__init__(clock)
         self._entries: dict[str, QueueEntry] = {}
         self._schedules: dict[str, ScheduleState] = {}
+        self._versions: dict[str, int] = {}
 
     def _holds_slot(self, w: WorkflowRecord, queue: str) -> bool:
         return w.queue == queue and w.status in ACTIVE_STATUSES and not _waiting(w)
@@ -65,6 +66,15 @@ class MemoryQueues(MemoryOperations):
     def admit(self, spec: QueueSpec, executor_id: str | None = None) -> list[WorkflowRecord]:
         with self._lock:
             return self._admit(spec, executor_id)
+
+    def try_admit(
+        self, spec: QueueSpec, executor_id: str | None = None
+    ) -> list[WorkflowRecord] | None:
+        return self.admit(spec, executor_id)  # one lock: never busy in between calls
+
+    def queue_version(self, queue: str) -> int:
+        with self._lock:
+            return self._versions.get(queue, 0)
 
     def queue_due(self, queue: str) -> bool:
         now = self.clock.now_ms()
@@ -116,6 +126,7 @@ class MemoryQueues(MemoryOperations):
         )
 
     def _admit(self, spec: QueueSpec, executor_id: str | None) -> list[WorkflowRecord]:
+        self._versions[spec.name] = self._versions.get(spec.name, 0) + 1
         if spec.worker_concurrency is not None and executor_id is None:
             return []
         now = self.clock.now_ms()

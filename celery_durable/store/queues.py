@@ -107,6 +107,30 @@ class QueueQueries(StoreBase):
 
         return self._write("admit", run)
 
+    def try_admit(
+        self, spec: QueueSpec, executor_id: str | None = None
+    ) -> list[WorkflowRecord] | None:
+        """``admit`` unless another admission holds the queue's lock (None then: it counts
+        every slot freed before it took the lock; see ``queue_version``)."""
+        if self.dialect != "postgresql":
+            return self.admit(spec, executor_id)  # SQLite writers take turns anyway
+
+        def run(conn: Connection) -> list[WorkflowRecord] | None:
+            conn.exec_driver_sql("SET LOCAL synchronous_commit TO off")
+            now = self.clock.now_ms()
+            free = select(queues.c.name).where(queues.c.name == spec.name)
+            if conn.execute(free.with_for_update(skip_locked=True)).first() is None:
+                return None
+            self._lock_queue(conn, spec.name, now)
+            return self._admit(conn, spec, executor_id, now)
+
+        return self._write("try_admit", run)
+
+    def queue_version(self, queue: str) -> int:
+        """How many admissions of ``queue`` have committed (0: none yet)."""
+        stmt = select(queues.c.version).where(queues.c.name == queue)
+        return self._read("queue_version", lambda c: int(c.execute(stmt).scalar() or 0))
+
     def queue_due(self, queue: str) -> bool:
         """A workflow waits in ``queue`` and may be admitted now (one cheap read of the
         waiting index, so an idle periodic pass writes nothing; an entry whose workflow
@@ -181,7 +205,11 @@ class QueueQueries(StoreBase):
 
     # inside a transaction -------------------------------------------------
     def _lock_queue(self, conn: Connection, name: str, now: int) -> None:
-        touch = update(queues).where(queues.c.name == name).values(updated_at_ms=now)
+        touch = (
+            update(queues)
+            .where(queues.c.name == name)
+            .values(updated_at_ms=now, version=queues.c.version + 1)
+        )
         if conn.execute(touch).rowcount == 0:  # the queue's first use
             insert = self._insert(queues).values(name=name, updated_at_ms=now)
             conn.execute(insert.on_conflict_do_nothing())

@@ -25,6 +25,17 @@ class QueueStore(Protocol):
         serialized per queue; returns them, due, in order."""
         ...
 
+    def try_admit(
+        self, spec: QueueSpec, executor_id: str | None = None
+    ) -> list[WorkflowRecord] | None:
+        """``admit`` unless another admission of the queue is under way: None then."""
+        ...
+
+    def queue_version(self, queue: str) -> int:
+        """How many admissions (and enqueues) of ``queue`` have committed: one that
+        commits at least two after a read began after that read."""
+        ...
+
     def queue_due(self, queue: str) -> bool:
         """A workflow waits in ``queue`` whose delay has passed."""
         ...

@@ -133,6 +133,7 @@ queues = Table(
     metadata,
     Column("name", String(255), primary_key=True),
     Column("updated_at_ms", BigInteger, nullable=False),
+    Column("version", BigInteger, nullable=False, server_default="0"),  # admissions so far
 )
 
 WAITING_WHERE = text("admitted_at_ms IS NULL")

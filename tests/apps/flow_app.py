@@ -89,7 +89,7 @@ def timed(key: str, seconds: float) -> str:
     return key
 
 
-@durable.scheduled("*/2 * * * * *", name=SCHEDULE, backfill=3)
+@durable.scheduled("*/2 * * * * *", name=SCHEDULE, backfill=5)
 @durable.workflow()
 def ticked(tick: datetime) -> str:
     with durable.store.engine.begin() as conn:

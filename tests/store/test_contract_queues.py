@@ -173,3 +173,17 @@ def test_the_slot_index_names_the_admission_wait() -> None:
     from celery_durable.store.tables import HOLDS_SLOT_WHERE
 
     assert f"wake_at_ms <> {WAIT_FOR_ADMISSION_MS}" in str(HOLDS_SLOT_WHERE)
+
+
+def test_versions_count_admissions_and_try_admit_admits(any_store: DurableStore) -> None:
+    spec = QueueSpec("ver", concurrency=1)
+    assert any_store.queue_version("ver") == 0
+    first, _ = put(any_store, spec)
+    second, _ = put(any_store, spec)
+    before = any_store.queue_version("ver")
+    assert before >= 2
+    assert any_store.try_admit(spec) == []
+    assert any_store.set_status(first, S.SUCCESS)
+    admitted = any_store.try_admit(spec)
+    assert admitted is not None and [r.workflow_id for r in admitted] == [second]
+    assert any_store.queue_version("ver") == before + 2

@@ -29,6 +29,7 @@ def upgrade() -> None:
         "durable_queues",
         sa.Column("name", sa.String(255), primary_key=True),
         sa.Column("updated_at_ms", sa.BigInteger, nullable=False),
+        sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
     )
     op.create_table(
         "durable_queue_entries",
