@@ -31,6 +31,7 @@ prio = durable.queue(f"{BASE}-prio", concurrency=1, priority_enabled=True)
 free = durable.queue(f"{BASE}-free")
 crash = durable.queue(f"{BASE}-crash", concurrency=3)
 per_worker = durable.queue(f"{BASE}-wc1", worker_concurrency=1)
+lossy = durable.queue(f"{BASE}-lossy", concurrency=2)  # no worker until its messages are lost
 SCHEDULE_QUEUE = f"{BASE}-schedules"  # the schedule's checks and runs, for these workers alone
 app.conf.task_routes = {
     "celery_durable.schedules": {"queue": SCHEDULE_QUEUE},

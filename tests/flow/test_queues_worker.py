@@ -144,3 +144,33 @@ def test_a_sigkilled_worker_keeps_its_slots_until_recovery(tmp_path) -> None:  #
     assert max_overlap(intervals) <= 3
     assert len({w for w, *_ in seen}) == 6
     assert sum(1 for *_, e in seen if e is None) == 3  # the killed runs, each run again
+
+
+def test_the_sweep_resends_admitted_workflows_whose_messages_were_lost(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Redis loses an admitted workflow's message (its queue's keys deleted, as a restart
+    without persistence does): after durable_enqueue_timeout (3 s here) the sweep sends
+    it again to its queue, and the waiting one is admitted after it ends."""
+    from tests.apps.flow_app import lossy
+    from tests.recovery.helpers import lose_messages
+
+    key = f"lossy-{uuid.uuid4().hex[:6]}-"
+    ids = [durable.start_workflow(timed, f"{key}{i}", 0.0, queue=lossy).workflow_id
+           for i in range(3)]  # fmt: skip
+    assert [s.waiting for s in durable.queue_stats() if s.queue == lossy.name] == [1]
+    assert lose_messages(lossy.name, bindings=True) == 2
+    rescue = WorkerProcess("tests.apps.flow_app", tmp_path, queues=lossy.name, concurrency=2)
+    rescue.start()
+    try:
+        time.sleep(0.5)
+        assert not runs(key)  # nothing to run: the two messages are gone
+        recovered: list[str] = []
+
+        def done() -> bool:
+            recovered.extend(durable.recover().recovered)
+            return finished(ids)
+
+        wait_for(done, timeout=30, interval=0.5)
+    finally:
+        rescue.stop(timeout=10)
+    assert sorted(recovered) == sorted(ids[:2])  # the admitted ones, each sent once more
+    assert len(runs(key)) == 3
