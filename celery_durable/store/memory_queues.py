@@ -88,11 +88,9 @@ class MemoryQueues(MemoryOperations):
         with self._lock:
             running = sum(self._holds_slot(w, spec.name) for w in self._workflows.values())
             waiting = [
-                e.enqueued_at_ms
-                for e in self._entries.values()
-                if e.queue == spec.name
-                and e.admitted_at_ms is None
-                and _waiting(self._workflows.get(e.workflow_id))
+                w.created_at_ms
+                for w in self._workflows.values()
+                if w.queue == spec.name and _waiting(w)
             ]
             starts = self._window_starts(spec) if spec.limiter else 0
             return QueueStats(

@@ -26,7 +26,14 @@ from ..flowtypes import (
 )
 from ..types import ACTIVE_STATUSES, WorkflowRecord, WorkflowState
 from .base import StoreBase
-from .tables import HOLDS_SLOT_WHERE, queue_entries, queues, schedules, workflows
+from .tables import (
+    HOLDS_SLOT_WHERE,
+    WAITING_ROW_WHERE,
+    queue_entries,
+    queues,
+    schedules,
+    workflows,
+)
 
 E, W = queue_entries.c, workflows.c
 ENQUEUED = WorkflowState.ENQUEUED
@@ -149,9 +156,9 @@ class QueueQueries(StoreBase):
                 select(func.count()).select_from(workflows).where(holds_slot(spec.name))
             ).scalar_one()
             waiting, oldest = conn.execute(
-                select(func.count(), func.min(E.enqueued_at_ms))
-                .join(workflows, W.workflow_id == E.workflow_id)
-                .where(E.queue == spec.name, E.admitted_at_ms.is_(None), waiting_row())
+                select(func.count(), func.min(W.created_at_ms)).where(
+                    W.queue == spec.name, WAITING_ROW_WHERE
+                )
             ).one()
             starts = self._window_starts(conn, spec, now) if spec.limiter else 0
             return QueueStats(spec.name, running, waiting, oldest, starts)

@@ -178,6 +178,16 @@ Index(
     sqlite_where=HOLDS_SLOT_WHERE,
 )
 
+#: a workflow waiting for admission in its queue (operators' counts and ages read these)
+WAITING_ROW_WHERE = text("status = 'ENQUEUED' AND wake_at_ms = 4611686018427387905")
+Index(
+    "ix_durable_workflows_queue_waiting",
+    workflows.c.queue,
+    workflows.c.created_at_ms,
+    postgresql_where=WAITING_ROW_WHERE,
+    sqlite_where=WAITING_ROW_WHERE,
+)
+
 schedules = Table(
     "durable_schedules",
     metadata,

@@ -170,9 +170,10 @@ def test_a_workflow_cancelled_while_waiting_leaves_the_queue(any_store: DurableS
 
 
 def test_the_slot_index_names_the_admission_wait() -> None:
-    from celery_durable.store.tables import HOLDS_SLOT_WHERE
+    from celery_durable.store.tables import HOLDS_SLOT_WHERE, WAITING_ROW_WHERE
 
     assert f"wake_at_ms <> {WAIT_FOR_ADMISSION_MS}" in str(HOLDS_SLOT_WHERE)
+    assert f"wake_at_ms = {WAIT_FOR_ADMISSION_MS}" in str(WAITING_ROW_WHERE)
 
 
 def test_versions_count_admissions_and_try_admit_admits(any_store: DurableStore) -> None:

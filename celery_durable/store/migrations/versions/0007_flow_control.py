@@ -1,7 +1,7 @@
 """Flow control: durable queues (a lock row per queue, each queued workflow's entry with
 its priority, deduplication id, delay and admission time), an index by queue of the
-workflows holding a slot (active, not waiting: a queue's slots are counted from them),
-and schedules' state.
+workflows holding a slot (active, not waiting: a queue's slots are counted from them)
+and of those waiting (operators' counts), and schedules' state.
 
 Revision ID: 0007
 Revises: 0004
@@ -18,6 +18,7 @@ branch_labels = None
 depends_on = None
 
 WAITING_WHERE = sa.text("admitted_at_ms IS NULL")
+WAITING_ROW_WHERE = sa.text("status = 'ENQUEUED' AND wake_at_ms = 4611686018427387905")
 HOLDS_SLOT_WHERE = sa.text(
     "status IN ('ENQUEUED', 'PENDING')"
     " AND (status <> 'ENQUEUED' OR wake_at_ms IS NULL OR wake_at_ms <> 4611686018427387905)"
@@ -66,6 +67,13 @@ def upgrade() -> None:
         postgresql_where=HOLDS_SLOT_WHERE,
         sqlite_where=HOLDS_SLOT_WHERE,
     )
+    op.create_index(
+        "ix_durable_workflows_queue_waiting",
+        "durable_workflows",
+        ["queue", "created_at_ms"],
+        postgresql_where=WAITING_ROW_WHERE,
+        sqlite_where=WAITING_ROW_WHERE,
+    )
     op.create_table(
         "durable_schedules",
         sa.Column("name", sa.String(255), primary_key=True),
@@ -76,6 +84,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_durable_workflows_queue_waiting", "durable_workflows")
     op.drop_index("ix_durable_workflows_queue_held", "durable_workflows")
     op.drop_table("durable_schedules")
     op.drop_table("durable_queue_entries")
