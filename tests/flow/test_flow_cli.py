@@ -31,15 +31,18 @@ def test_queues_lists_running_waiting_and_rate_window() -> None:
 
     ensure_flow_tables()
     idle = durable.queue(f"{BASE}-idle-{uuid.uuid4().hex[:6]}", concurrency=1, limiter=(5, 60))
-    for i in range(3):
-        durable.start_workflow(timed, f"idle-{i}", 0.0, queue=idle)
-    (row,) = [q for q in cli_json("queues") if q["queue"] == idle.name]
-    assert (row["running"], row["waiting"], row["window_starts"]) == (1, 2, 1)
-    assert row["oldest_waiting_seconds"] is not None
-    text = cli("queues").output
-    assert idle.name in text and "1/1" in text and "1/5 per 60s" in text
-    listed = durable.list_workflows(queue=idle.name, limit=None)
-    assert len(listed) == 3 and {w.queue for w in listed} == {idle.name}
+    handles = [durable.start_workflow(timed, f"idle-{i}", 0.0, queue=idle) for i in range(3)]
+    try:
+        (row,) = [q for q in cli_json("queues") if q["queue"] == idle.name]
+        assert (row["running"], row["waiting"], row["window_starts"]) == (1, 2, 1)
+        assert row["oldest_waiting_seconds"] is not None
+        text = cli("queues").output
+        assert idle.name in text and "1/1" in text and "1/5 per 60s" in text
+        listed = durable.list_workflows(queue=idle.name, limit=None)
+        assert len(listed) == 3 and {w.queue for w in listed} == {idle.name}
+    finally:  # no worker will run them: leave no stalled workflow to later tests' sweeps
+        for handle in handles:
+            durable.cancel_workflow(handle.workflow_id)
 
 
 def test_schedules_list_pause_and_resume() -> None:
