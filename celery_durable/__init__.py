@@ -8,6 +8,7 @@ from .errors import (
     ConflictingWorkflowError,
     CorruptedRowError,
     DatabaseUnavailableError,
+    DuplicateWorkflowError,
     DurableError,
     MaxRecoveryAttemptsExceeded,
     MaxStepRetriesExceeded,
@@ -28,6 +29,7 @@ from .integration.signals import (
     workflow_recovered,
 )
 from .policy import RetryPolicy
+from .runtime.enqueue_options import SetEnqueueOptions
 from .runtime.handle import WorkflowHandle
 from .runtime.options import SetWorkflowID, SetWorkflowTimeout
 from .types import ResumeOutcome, StepInfo, StepStatus, WorkflowStatus, WorkflowStatusString
@@ -41,6 +43,7 @@ __all__ = [
     "ConflictingWorkflowError",
     "CorruptedRowError",
     "DatabaseUnavailableError",
+    "DuplicateWorkflowError",
     "Durable",
     "DurableError",
     "MaxRecoveryAttemptsExceeded",
@@ -51,6 +54,7 @@ __all__ = [
     "ResumeOutcome",
     "RetryPolicy",
     "SerializationError",
+    "SetEnqueueOptions",
     "SetWorkflowID",
     "SetWorkflowTimeout",
     "StepInfo",

@@ -180,3 +180,20 @@ class CorruptedRowError(DurableError):
 class UnsupportedCanvasError(DurableError, TypeError):
     """A canvas of durable steps whose shape is not durable yet (e.g. a chain inside a group
     member, a chord inside a chord's header): raised at start, before anything is written."""
+
+
+class DuplicateWorkflowError(DurableError):
+    """A workflow was started in a durable queue with a deduplication id that an active
+    workflow of that queue holds; ``workflow_id`` is that active workflow's id."""
+
+    def __init__(self, deduplication_id: str, workflow_id: str, queue: str = "") -> None:
+        self.deduplication_id = deduplication_id
+        self.workflow_id = workflow_id
+        self.queue = queue
+        super().__init__(
+            f"deduplication id {deduplication_id!r} is held by active workflow "
+            f"{workflow_id!r} in queue {queue!r}"
+        )
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+        return (type(self), (self.deduplication_id, self.workflow_id, self.queue))

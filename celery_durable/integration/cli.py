@@ -396,5 +396,6 @@ def recover(ctx: click.Context, as_json: bool) -> None:
     emit(as_json, report, lambda: report_text(report))
 
 
-# retention, the dashboard, messages and events register themselves on the group above
-from . import cli_messages, cli_operations  # noqa: E402, F401
+# retention, the dashboard, messages and events, queues and schedules register themselves
+# on the group above
+from . import cli_flow, cli_messages, cli_operations  # noqa: E402, F401

@@ -33,11 +33,13 @@ from ..types import ResumeOutcome, StepInfo, StepStatus, WorkflowKind, WorkflowS
 from .canvas import DurableCanvas
 from .chains import DurableChain
 from .codec import KOMBU_JSON
+from .flow import FlowControl
 from .messages import DurableMessages
 from .operations import DurableOperations, workflow_filter
 from .options import DBOS_OPTIONS, POLICY_OPTIONS, celery_options, retry_policy
 from .plain_chords import PendingChords
 from .publisher import Republisher
+from .queues import install_queues, take_start_options
 from .recovery import connect_recovery_signals, install_sweep, run_sweep
 from .results import DurableResults
 from .retention import install_gc
@@ -52,7 +54,7 @@ STEP_OPTIONS = ("name", "validate_args", "policy", *POLICY_OPTIONS, *DBOS_OPTION
 TRANSACTION_OPTIONS = ("name", "isolation_level", *STEP_OPTIONS[1:])
 
 
-class Durable(DurableOperations, DurableMessages):
+class Durable(DurableOperations, FlowControl, DurableMessages):
     """Binds celery-durable to a Celery app: decorators, handles, management.
 
     The store is the ``durable_database_url`` database, or ``store`` when given (any
@@ -89,6 +91,7 @@ class Durable(DurableOperations, DurableMessages):
         connect_recovery_signals()
         install_sweep(self)
         install_gc(self)
+        install_queues(self)
         _after_fork_in_child(self)
 
     # configuration ------------------------------------------------------
@@ -327,10 +330,13 @@ class Durable(DurableOperations, DurableMessages):
 
     # starting and finding workflows --------------------------------------
     def start_workflow(self, fn: Any, *args: Any, **kwargs: Any) -> WorkflowHandle:
-        """Record and publish ``fn`` (a durable task) for a worker; returns its handle."""
+        """Record and publish ``fn`` (a durable task) for a worker; returns its handle.
+        ``queue``, ``priority``, ``deduplication_id``, ``delay_seconds`` and
+        ``timeout_seconds`` are options of the start, not arguments of ``fn``."""
         if not isinstance(getattr(fn, "durable_kind", None), WorkflowKind):
             raise TypeError(f"{fn!r} is not a durable workflow, step or transaction")
-        result = fn.apply_async(args, kwargs)
+        options = take_start_options(kwargs)  # queue=, priority=, ... (integration/queues.py)
+        result = fn.apply_async(args, kwargs, **options)
         return WorkflowHandle(self.runtime, result.id, fn.durable_annotations)
 
     def gather(self, handles: Sequence[WorkflowHandle], timeout: float | None = None) -> Any:

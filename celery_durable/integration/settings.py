@@ -38,6 +38,9 @@ class DurableSettings(BaseModel):
     # the dashboard (celery_durable.dashboard)
     dashboard_token: str | None = Field(default=None, min_length=16)
     dashboard_read_only: bool = False
+    # flow control: each worker's admission pass, and beat's schedule check (seconds)
+    admission_interval: float = Field(default=0.5, gt=0)
+    schedule_interval: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
     def _heartbeat_well_under_timeout(self) -> DurableSettings:

@@ -15,12 +15,14 @@ from ..policy import RetryPolicy
 from ..runtime.children import start_child
 from ..runtime.context import WorkflowContext, current_workflow
 from ..runtime.options import current_timeout, take_workflow_id
+from ..runtime.queues import enqueue
 from ..runtime.steps import run_step, run_transaction
 from ..runtime.workflows import StartRequest, execute, record_start, run_direct
 from ..types import RunOutcome, WorkflowKind
 from .canvas import run_member_on_worker
 from .chains import run_step_on_worker, start_chain
 from .publisher import CANVAS_HEADER, DURABLE_HEADER, send
+from .queues import take_flow_options
 
 if TYPE_CHECKING:
     from .durable import Durable
@@ -172,6 +174,7 @@ class DurableTask(Task):  # type: ignore[misc]
         """
         if DURABLE_HEADER in (options.get("headers") or {}):
             return send(self, args, kwargs, task_id=task_id, **options)
+        flow = take_flow_options(self.durable, options)  # durable queues (queues.py)
         args, kwargs = self.durable_inputs(args, kwargs)
         parent = current_workflow()
         if parent is not None and not parent.in_step:
@@ -181,6 +184,13 @@ class DurableTask(Task):  # type: ignore[misc]
         runtime = self.durable.runtime
         workflow_id = task_id or take_workflow_id() or str(uuid.uuid4())
         request = self.start_request(workflow_id, args, kwargs, queue=options.get("queue"))
+        if flow.spec is not None:  # waits in the store until admitted
+            enqueue(runtime, request, flow.spec, flow.options)
+            return self.AsyncResult(workflow_id)
+        if flow.options.timeout_seconds is not None:
+            request = replace(request, timeout=flow.options.timeout_seconds)
+        if flow.options.delay_seconds is not None:
+            options.setdefault("countdown", flow.options.delay_seconds)
         _record, created = record_start(runtime, request)
         if not created:
             return self.AsyncResult(workflow_id)

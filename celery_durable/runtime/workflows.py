@@ -84,9 +84,27 @@ def record_start(
     Returns the row and whether this call created it. An existing id under another
     name raises ConflictingWorkflowError; an existing one of the same name is returned.
     """
+    record = build_record(runtime, request, executor_id)
+    for _ in range(3):  # an existing row may be deleted meanwhile (its publish failed)
+        if runtime.store.insert_workflow(record):
+            return record, True
+        existing = runtime.store.get_workflow(request.workflow_id)
+        if existing is not None:
+            if existing.name != request.name:
+                raise ConflictingWorkflowError(request.workflow_id, existing.name, request.name)
+            return existing, False
+    raise ConflictingWorkflowError(
+        request.workflow_id, "(a workflow started and deleted meanwhile)", request.name
+    )
+
+
+def build_record(
+    runtime: Runtime, request: StartRequest, executor_id: str | None = None
+) -> WorkflowRecord:
+    """The new row of a workflow: ENQUEUED, or PENDING owned by ``executor_id``."""
     inputs = encode_inputs(runtime, request)
     now = runtime.clock.now_ms()
-    record = WorkflowRecord(
+    return WorkflowRecord(
         workflow_id=request.workflow_id,
         name=request.name,
         status=WorkflowState.PENDING if executor_id else WorkflowState.ENQUEUED,
@@ -102,17 +120,6 @@ def record_start(
         started_at_ms=now if executor_id else None,
         parent_workflow_id=request.parent_workflow_id,
         trace_context=current_trace_context(),
-    )
-    for _ in range(3):  # an existing row may be deleted meanwhile (its publish failed)
-        if runtime.store.insert_workflow(record):
-            return record, True
-        existing = runtime.store.get_workflow(request.workflow_id)
-        if existing is not None:
-            if existing.name != request.name:
-                raise ConflictingWorkflowError(request.workflow_id, existing.name, request.name)
-            return existing, False
-    raise ConflictingWorkflowError(
-        request.workflow_id, "(a workflow started and deleted meanwhile)", request.name
     )
 
 

@@ -22,13 +22,14 @@ from ..types import (
 )
 from .messages_interface import MessagesStore
 from .operations_interface import OperationsStore
+from .queues_interface import QueueStore
 
 T = TypeVar("T")
 #: error text for a workflow the sweep dead-letters (or cancels), given its row
 ErrorFor = Callable[[WorkflowRecord], str]
 
 
-class DurableStore(OperationsStore, MessagesStore, Protocol):
+class DurableStore(OperationsStore, QueueStore, MessagesStore, Protocol):
     clock: Clock
 
     # lifecycle ------------------------------------------------------------

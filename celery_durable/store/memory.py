@@ -38,13 +38,13 @@ from .memory_canvas import MemoryCanvas
 from .memory_children import MemoryChildren
 from .memory_history import MemoryHistory
 from .memory_messages import MemoryMessages
-from .memory_operations import MemoryOperations
+from .memory_queues import MemoryQueues
 from .memory_tables import MemoryTransaction
 
 T = TypeVar("T")
 
 
-class MemoryStore(MemoryOperations, MemoryChildren, MemoryMessages, MemoryCanvas, MemoryHistory):
+class MemoryStore(MemoryQueues, MemoryChildren, MemoryMessages, MemoryCanvas, MemoryHistory):
     """The durable state in dicts; see the SQL ``Store`` for what each method means."""
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK, sql_engine: Engine | None = None) -> None:

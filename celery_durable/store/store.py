@@ -30,6 +30,7 @@ from .history import HistoryQueries
 from .messages import MessageQueries
 from .migrate import upgrade
 from .operations import OperationsQueries
+from .queues import QueueQueries
 from .statements import (
     CLAIM_WORKFLOW,
     FINISH_ANY,
@@ -48,6 +49,7 @@ class _AlreadyRecorded(Exception):
 
 
 class Store(
+    QueueQueries,
     OperationsQueries,
     CanvasQueries,
     HistoryQueries,

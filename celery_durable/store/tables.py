@@ -196,3 +196,75 @@ step_history = Table(
     Column("set_aside_at_ms", BigInteger, nullable=False),
     ForeignKeyConstraint(["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"),
 )
+
+
+# flow control (migration 0008) ---------------------------------------------
+#: one row per durable queue: admission locks it, so admissions of a queue are serialized
+queues = Table(
+    "durable_queues",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("updated_at_ms", BigInteger, nullable=False),
+    Column("version", BigInteger, nullable=False, server_default="0"),  # admissions so far
+)
+
+WAITING_WHERE = text("admitted_at_ms IS NULL")
+
+#: a workflow's place in a durable queue; its slot is counted from the workflow's row
+queue_entries = Table(
+    "durable_queue_entries",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # FIFO order
+    Column("workflow_id", String(255), nullable=False, unique=True),
+    Column("queue", String(255), nullable=False),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("deduplication_id", String(255)),
+    Column("enqueued_at_ms", BigInteger, nullable=False),
+    Column("not_before_ms", BigInteger, nullable=False, server_default="0"),
+    Column("admitted_at_ms", BigInteger),
+    Column("executor_id", String(64)),
+    ForeignKeyConstraint(["workflow_id"], ["durable_workflows.workflow_id"], ondelete="CASCADE"),
+    Index(
+        "ix_durable_queue_entries_waiting",
+        "queue",
+        "priority",
+        "seq",
+        postgresql_where=WAITING_WHERE,
+        sqlite_where=WAITING_WHERE,
+    ),
+    Index("ix_durable_queue_entries_admitted", "queue", "admitted_at_ms"),
+    Index("ix_durable_queue_entries_dedup", "queue", "deduplication_id"),
+)
+
+#: a workflow holding a slot of its queue: active and not waiting for admission (the
+#: value is ``flowtypes.WAIT_FOR_ADMISSION_MS``). Literal SQL, so that the queries that
+#: repeat it use the partial index below, whatever the history and the waiting backlog
+HOLDS_SLOT_WHERE = text(
+    "status IN ('ENQUEUED', 'PENDING')"
+    " AND (status <> 'ENQUEUED' OR wake_at_ms IS NULL OR wake_at_ms <> 4611686018427387905)"
+)
+Index(
+    "ix_durable_workflows_queue_held",
+    workflows.c.queue,
+    postgresql_where=HOLDS_SLOT_WHERE,
+    sqlite_where=HOLDS_SLOT_WHERE,
+)
+
+#: a workflow waiting for admission in its queue (operators' counts and ages read these)
+WAITING_ROW_WHERE = text("status = 'ENQUEUED' AND wake_at_ms = 4611686018427387905")
+Index(
+    "ix_durable_workflows_queue_waiting",
+    workflows.c.queue,
+    workflows.c.created_at_ms,
+    postgresql_where=WAITING_ROW_WHERE,
+    sqlite_where=WAITING_ROW_WHERE,
+)
+
+schedules = Table(
+    "durable_schedules",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("last_tick_ms", BigInteger),
+    Column("paused", Integer, nullable=False, server_default="0"),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)

@@ -32,8 +32,11 @@ TABLES = (
     "durable_step_history",
     "durable_step_errors",
     "durable_steps",
+    "durable_queue_entries",
     "durable_workflows",
     "durable_executors",
+    "durable_queues",
+    "durable_schedules",
 )
 
 

@@ -1,6 +1,5 @@
 """A step's earlier runs, set aside when ``resume_workflow`` retries a failed step afresh.
 
-
 Revision ID: 0007
 Revises: 0006
 """

@@ -1,0 +1,105 @@
+"""Durable queues and a seconds-field schedule for the flow-control tests (issue 13).
+
+Queue names carry the session's queue name, so parallel sessions never share them. Every
+run notes its start and end (and the worker process) in ``test_flow_runs``, and each
+schedule run its tick in ``test_flow_ticks``: a test reads concurrency, rates and order
+from these timestamps, written from inside the workflows.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from datetime import datetime
+
+from sqlalchemy import text
+
+from .common import make_app
+
+app, durable = make_app("flow_app")
+app.conf.durable_enqueue_timeout = 3.0
+app.conf.durable_admission_interval = 0.2
+app.conf.durable_schedule_interval = 0.5
+app.conf.durable_recovery_interval = None  # the tests run the sweep themselves
+
+BASE = os.environ.get("DURABLE_TEST_QUEUE", "celery")
+q3 = durable.queue(f"{BASE}-q3", concurrency=3)
+rate = durable.queue(f"{BASE}-rate", limiter=(3, 1.0))
+prio = durable.queue(f"{BASE}-prio", concurrency=1, priority_enabled=True)
+free = durable.queue(f"{BASE}-free")
+crash = durable.queue(f"{BASE}-crash", concurrency=3)
+per_worker = durable.queue(f"{BASE}-wc1", worker_concurrency=1)
+lossy = durable.queue(f"{BASE}-lossy", concurrency=2)  # no worker until its messages are lost
+SCHEDULE_QUEUE = f"{BASE}-schedules"  # the schedule's checks and runs, for these workers alone
+app.conf.task_routes = {
+    "celery_durable.schedules": {"queue": SCHEDULE_QUEUE},
+    "tests.apps.flow_app.ticked": {"queue": SCHEDULE_QUEUE},
+}
+SHARED_QUEUES = ",".join(
+    [SCHEDULE_QUEUE, q3.name, rate.name, prio.name, free.name, per_worker.name]
+)
+SCHEDULE = f"tick-{BASE}"
+
+RUNS_DDL = """
+CREATE TABLE IF NOT EXISTS test_flow_runs (
+    run_id VARCHAR(64) PRIMARY KEY,
+    workflow_id VARCHAR(255) NOT NULL,
+    key VARCHAR(255) NOT NULL,
+    worker VARCHAR(255) NOT NULL,
+    started DOUBLE PRECISION NOT NULL,
+    ended DOUBLE PRECISION
+)
+"""
+TICKS_DDL = """
+CREATE TABLE IF NOT EXISTS test_flow_ticks (
+    run_id VARCHAR(64) PRIMARY KEY,
+    workflow_id VARCHAR(255) NOT NULL,
+    tick VARCHAR(64) NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+)
+"""
+
+
+def ensure_flow_tables() -> None:
+    with durable.store.engine.begin() as conn:
+        conn.execute(text(RUNS_DDL))
+        conn.execute(text(TICKS_DDL))
+
+
+@durable.workflow()
+def timed(key: str, seconds: float) -> str:
+    """Sleeps ``seconds`` between a start and an end noted in ``test_flow_runs``."""
+    run_id = uuid.uuid4().hex
+    with durable.store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO test_flow_runs (run_id, workflow_id, key, worker, started)"
+                " VALUES (:r, :w, :k, :p, :t)"
+            ),
+            {"r": run_id, "w": durable.workflow_id, "k": key, "t": time.time(),
+             "p": f"{socket.gethostname()}:{os.getppid()}"},
+        )  # fmt: skip
+    time.sleep(seconds)
+    with durable.store.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE test_flow_runs SET ended = :t WHERE run_id = :r"),
+            {"r": run_id, "t": time.time()},
+        )
+    return key
+
+
+@durable.scheduled("*/2 * * * * *", name=SCHEDULE, backfill=5)
+@durable.workflow()
+def ticked(tick: datetime) -> str:
+    with durable.store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO test_flow_ticks (run_id, workflow_id, tick, at)"
+                " VALUES (:r, :w, :k, :t)"
+            ),
+            {"r": uuid.uuid4().hex, "w": durable.workflow_id, "k": tick.isoformat(),
+             "t": time.time()},
+        )  # fmt: skip
+    return tick.isoformat()

@@ -1,0 +1,66 @@
+"""Durable queues under ``celery_durable.testing`` (in-memory store, messages run in this
+process): the end of a queued workflow admits the next (Celery's tracer sends
+``task_postrun`` there too), priorities order the waiting ones, deduplication holds while
+the holder is active, and a queued workflow's timeout counts from its start."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from celery import Celery
+
+from celery_durable import DuplicateWorkflowError, Durable, SetEnqueueOptions
+from celery_durable.testing import DurableTestKit
+
+app = Celery("kit_queues", set_as_current=False)
+durable = Durable(app)
+one_at_a_time = durable.queue("kit-one", concurrency=1, priority_enabled=True)
+ran: list[str] = []
+
+
+@durable.workflow()
+def note(key: str) -> str:
+    ran.append(key)
+    return key
+
+
+@pytest.fixture
+def kit() -> Iterator[DurableTestKit]:
+    ran.clear()
+    with DurableTestKit(durable) as kit:
+        yield kit
+
+
+def test_an_end_admits_the_next_in_priority_then_fifo_order(kit: DurableTestKit) -> None:
+    with kit.hold(note):  # as if no worker took the first message yet
+        first = durable.start_workflow(note, "first", queue=one_at_a_time)
+        low = [durable.start_workflow(note, f"low{i}", queue="kit-one", priority=5)
+               for i in range(2)]  # fmt: skip
+        with SetEnqueueOptions(priority=1):
+            high = note.apply_async(("high",), queue="kit-one")
+        assert durable.get_workflow_status(low[0].workflow_id).status == "ENQUEUED"  # type: ignore[union-attr]
+    assert ran == ["first", "high", "low0", "low1"]
+    assert first.get_result(timeout=1) == "first" and high.get(timeout=1) == "high"
+    assert [s.running for s in durable.queue_stats()] == [0]
+
+
+def test_deduplication_holds_while_the_holder_is_active(kit: DurableTestKit) -> None:
+    with kit.hold(note):
+        first = durable.start_workflow(note, "a", queue=one_at_a_time, deduplication_id="d")
+        with pytest.raises(DuplicateWorkflowError) as err:
+            durable.start_workflow(note, "b", queue=one_at_a_time, deduplication_id="d")
+        assert err.value.workflow_id == first.workflow_id
+    again = durable.start_workflow(note, "c", queue=one_at_a_time, deduplication_id="d")
+    assert again.get_result(timeout=1) == "c" and ran == ["a", "c"]
+
+
+def test_start_options_are_checked(kit: DurableTestKit) -> None:
+    plain = durable.queue("kit-plain")
+    with pytest.raises(ValueError, match="priority_enabled"):
+        durable.start_workflow(note, "x", queue=plain, priority=1)
+    with pytest.raises(ValueError, match="durable queue"):
+        durable.start_workflow(note, "x", deduplication_id="d")
+    with pytest.raises(ValueError, match="already declared"):
+        durable.queue("kit-plain", concurrency=2)
+    assert ran == []
