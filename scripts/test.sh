@@ -55,8 +55,9 @@ PY
 echo "== pytest"
 status=0
 # two pytest processes (each its own database and queues, see tests/conftest.py): most
-# of the suite waits on worker subprocesses, so two halves overlap well on two cores
-.venv/bin/python -m pytest -n "${DURABLE_TEST_PROCESSES:-2}" "$@" || status=$?
+# of the suite waits on worker subprocesses, so two halves overlap well on two cores; a
+# file stays in one process, so its module-scoped workers start once
+.venv/bin/python -m pytest -n "${DURABLE_TEST_PROCESSES:-2}" --dist loadfile "$@" || status=$?
 if [ "$status" -eq 5 ]; then
   echo "error: pytest collected no tests" >&2
   exit 1
