@@ -7,6 +7,7 @@ the test apps are imported, so the in-process client and every worker subprocess
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -55,6 +56,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    # Durables made in this process keep beating from daemon threads; under xdist the
+    # process lives on (idle) until the other one finishes, and their failed beats against
+    # the dropped database would fill the report.
+    logging.getLogger("celery_durable").setLevel(logging.ERROR)
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
