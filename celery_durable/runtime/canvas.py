@@ -18,7 +18,7 @@ from typing import Any
 
 from ..annotations import Annotations
 from ..errors import ConflictingWorkflowError
-from ..policy import Retry, RetryPolicy
+from ..policy import RetryPolicy
 from ..types import (
     ChainOutcome,
     StepRecord,
@@ -28,7 +28,7 @@ from ..types import (
     WorkflowRecord,
     WorkflowState,
 )
-from .chains import ChainStepSpec, _not_claimed, _unclaimed
+from .chains import ChainStepSpec, _not_claimed, _unclaimed, attempt_failed
 from .context import WorkflowContext, step_scope
 from .runtime import Runtime
 from .tracing import current_trace_context
@@ -240,33 +240,21 @@ def _member_failed(
     attempt: int,
     exc: Exception,
 ) -> MemberResult:
-    ser = runtime.serializer
     wid, sid, name = claimed.workflow_id, claimed.step_id, claimed.name
-    attempt_error = ser.dumps_exception(exc)
-
-    def errors() -> list[BaseException]:  # read only when retries are exhausted
-        stored = runtime.store.load_steps(wid).get(sid)
-        earlier = [ser.loads_exception(e) for e in (stored.attempt_errors if stored else ())]
-        return [*earlier[:attempt], exc]
-
-    decision = policy.decide(name, exc, attempt, errors)
-    if isinstance(decision, Retry):
-        due = runtime.clock.now_ms() + int(decision.delay * 1000)
-        if runtime.store.retry_chain_step(wid, sid, lease, attempt, name, attempt_error, due):
-            runtime.events.step_retrying(
-                workflow_id=wid, step_id=sid, name=name,
-                attempt=attempt, delay=decision.delay, exc=exc,
-            )  # fmt: skip
-            return MemberResult(ChainOutcome.RETRY, error=exc, delay=decision.delay)
+    failed = attempt_failed(runtime, claimed, lease, policy, attempt, exc)
+    if failed.delay is not None:
+        return MemberResult(ChainOutcome.RETRY, error=exc, delay=failed.delay)
+    if failed.final is None:
         return MemberResult(_unclaimed(runtime, wid, sid).outcome)
-    final = ser.dumps_exception(decision.error)
-    held, ended = runtime.store.fail_member(wid, sid, lease, attempt, name, attempt_error, final)
+    held, ended = runtime.store.fail_member(
+        wid, sid, lease, attempt, name, failed.attempt_error, failed.final_text
+    )
     if not held:
         return MemberResult(_unclaimed(runtime, wid, sid).outcome)
     runtime.events.step_retries_exhausted(
-        workflow_id=wid, step_id=sid, name=name, attempt=attempt, exc=decision.error
+        workflow_id=wid, step_id=sid, name=name, attempt=attempt, exc=failed.final
     )
-    return MemberResult(ChainOutcome.ERROR, error=decision.error, ended=ended)
+    return MemberResult(ChainOutcome.ERROR, error=failed.final, ended=ended)
 
 
 @dataclass(frozen=True)

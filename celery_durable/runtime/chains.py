@@ -254,14 +254,28 @@ def _unclaimed(runtime: Runtime, workflow_id: str, step_id: int) -> ChainStepRes
     return ChainStepResult(ChainOutcome.BUSY)
 
 
-def _failed(
+@dataclass(frozen=True)
+class FailedAttempt:
+    """What became of a leased step's attempt that raised: a retry scheduled (its
+    ``delay``), the lease lost meanwhile (neither set), or the error that ends the step
+    (``final``, with both errors serialized for the store)."""
+
+    attempt_error: str
+    delay: float | None = None
+    final: BaseException | None = None
+    final_text: str = ""
+
+
+def attempt_failed(
     runtime: Runtime,
     claimed: StepRecord,
     lease: str,
     policy: RetryPolicy,
     attempt: int,
     exc: Exception,
-) -> ChainStepResult:
+) -> FailedAttempt:
+    """Apply ``policy`` to a chain step's (or canvas member's) failed attempt: schedule the
+    retry under the lease, or say the step has failed for good (the caller records it)."""
     ser = runtime.serializer
     wid, sid, name = claimed.workflow_id, claimed.step_id, claimed.name
     attempt_error = ser.dumps_exception(exc)
@@ -272,24 +286,39 @@ def _failed(
         return [*earlier[:attempt], exc]
 
     decision = policy.decide(name, exc, attempt, errors)
-    if isinstance(decision, Retry):
-        due = runtime.clock.now_ms() + int(decision.delay * 1000)
-        if runtime.store.retry_chain_step(wid, sid, lease, attempt, name, attempt_error, due):
-            runtime.events.step_retrying(
-                workflow_id=wid, step_id=sid, name=name,
-                attempt=attempt, delay=decision.delay, exc=exc,
-            )  # fmt: skip
-            return ChainStepResult(
-                ChainOutcome.RETRY, error=exc, delay=decision.delay, attempt=attempt
-            )
+    if not isinstance(decision, Retry):
+        final = decision.error
+        return FailedAttempt(attempt_error, final=final, final_text=ser.dumps_exception(final))
+    due = runtime.clock.now_ms() + int(decision.delay * 1000)
+    if not runtime.store.retry_chain_step(wid, sid, lease, attempt, name, attempt_error, due):
+        return FailedAttempt(attempt_error)
+    runtime.events.step_retrying(
+        workflow_id=wid, step_id=sid, name=name,
+        attempt=attempt, delay=decision.delay, exc=exc,
+    )  # fmt: skip
+    return FailedAttempt(attempt_error, delay=decision.delay)
+
+
+def _failed(
+    runtime: Runtime,
+    claimed: StepRecord,
+    lease: str,
+    policy: RetryPolicy,
+    attempt: int,
+    exc: Exception,
+) -> ChainStepResult:
+    wid, sid, name = claimed.workflow_id, claimed.step_id, claimed.name
+    failed = attempt_failed(runtime, claimed, lease, policy, attempt, exc)
+    if failed.delay is not None:
+        return ChainStepResult(ChainOutcome.RETRY, error=exc, delay=failed.delay, attempt=attempt)
+    if failed.final is None or not runtime.store.fail_chain_step(
+        wid, sid, lease, attempt, name, failed.attempt_error, failed.final_text
+    ):
         return _unclaimed(runtime, wid, sid)
-    final = ser.dumps_exception(decision.error)
-    if runtime.store.fail_chain_step(wid, sid, lease, attempt, name, attempt_error, final):
-        runtime.events.step_retries_exhausted(
-            workflow_id=wid, step_id=sid, name=name, attempt=attempt, exc=decision.error
-        )
-        return ChainStepResult(ChainOutcome.ERROR, error=decision.error, attempt=attempt)
-    return _unclaimed(runtime, wid, sid)
+    runtime.events.step_retries_exhausted(
+        workflow_id=wid, step_id=sid, name=name, attempt=attempt, exc=failed.final
+    )
+    return ChainStepResult(ChainOutcome.ERROR, error=failed.final, attempt=attempt)
 
 
 def next_link_looks_lost(runtime: Runtime, workflow_id: str, step_id: int) -> bool:
