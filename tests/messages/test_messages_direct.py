@@ -93,7 +93,7 @@ def test_a_received_message_is_replayed_not_received_again(durable: Durable) -> 
     workflow_id = uid("wf")
     runner = threading.Thread(target=lambda: crash_then_reenqueue(durable, workflow_id, wf))
     runner.start()
-    time.sleep(0.2)
+    wait_for(lambda: durable.get_workflow_status(workflow_id) is not None, timeout=10)
     durable.send(workflow_id, "first", topic="t")
     runner.join(10)
     durable.send(workflow_id, "second", topic="t")
