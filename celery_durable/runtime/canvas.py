@@ -20,6 +20,7 @@ from ..annotations import Annotations
 from ..errors import ConflictingWorkflowError
 from ..policy import RetryPolicy
 from ..types import (
+    NESTED_STEP,
     ChainOutcome,
     StepRecord,
     StepState,
@@ -140,7 +141,7 @@ def record_canvas(
     ser = runtime.serializer
     specs = [spec for stage in stages for spec in stage]
     layout = Layout.build([len(s) for s in stages], groups)
-    name = f"{CANVAS_PREFIX}{specs[0].name}"
+    name = f"{CANVAS_PREFIX}{_first_task(specs[0])}"
     now = runtime.clock.now_ms()
     data: dict[str, Any] = {**layout.to_data(), "errbacks": list(errbacks)}
     deadline_ms = now + int(timeout * 1000) if timeout else None
@@ -181,6 +182,13 @@ def record_canvas(
     if existing is not None and existing.name != name:
         raise ConflictingWorkflowError(workflow_id, existing.name, name)
     return layout, False
+
+
+def _first_task(spec: ChainStepSpec) -> str:
+    """The name of a canvas's first task, inside a nested first member too."""
+    while spec.name == NESTED_STEP:
+        spec = ChainStepSpec(**spec.signature["canvas"][0][0])
+    return spec.name
 
 
 @dataclass(frozen=True)

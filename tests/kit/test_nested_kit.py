@@ -57,6 +57,7 @@ def test_a_chain_in_a_group_is_one_member_whose_output_is_its_last_task(
     assert bodies == {"cube:2": 1, "plus_one:8": 1, "cube:3": 1}
     steps = durable.list_workflow_steps("g1")
     assert [(s.name, s.output) for s in steps] == [(NESTED_STEP, 9), (cube.name, 27)]
+    assert durable.get_workflow_status("g1").name == f"canvas:{cube.name}"  # type: ignore[union-attr]
     child = durable.get_workflow_status(nested_canvas_id("g1", 0))
     assert child is not None
     assert (child.status, child.output, child.parent_workflow_id) == ("SUCCESS", 9, "g1")
