@@ -16,7 +16,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from celery.canvas import Signature, _chain, _chord, group, maybe_signature
 from celery.exceptions import Ignore
@@ -55,7 +55,7 @@ class Nested:
 
 
 #: one member of a stage: a single task, or a nested canvas
-Member = Union[Signature, Nested]  # noqa: UP007 (a runtime alias of a forward reference)
+Member: TypeAlias = Signature | Nested
 #: a stage as flattened: its members, and whether it is a group
 FlatStage = tuple[list[Member], bool]
 
