@@ -12,6 +12,7 @@ from celery import chain, chord, group
 
 from celery_durable import MaxStepRetriesExceeded, WorkflowStatusString
 from celery_durable.errors import UnsupportedCanvasError
+from celery_durable.runtime.nested import advance
 from celery_durable.testing import DurableTestKit
 from celery_durable.types import NESTED_STEP, nested_canvas_id
 from tests.kit.test_canvas_kit import bodies as kit_bodies
@@ -149,3 +150,19 @@ def test_plain_chords_with_a_chain_and_with_a_chord_in_their_header(kit: Durable
         NESTED_STEP, plus_one.name, collect.name,
     ]  # fmt: skip
     assert len(durable.list_workflows()) == 4  # two canvases, each with one child canvas
+
+
+def test_a_childs_end_completes_the_parents_member_once(kit: DurableTestKit) -> None:
+    """Two processes finding the same ended child (its last delivery and the sweep, say):
+    only the first completes the parent's member and gets the next stage to publish."""
+    with kit.crash_after(plus_one, times=1):
+        h = durable.chord([chain(cube.s(2), plus_one.s()), cube.s(3)], collect.s()).start()
+    child = durable.store.get_workflow(nested_canvas_id(h.workflow_id, 0))
+    assert child is not None and child.status == WorkflowStatusString.SUCCESS
+    first = advance(durable.runtime, child)
+    second = advance(durable.runtime, child)
+    assert [(wid, [s.name for s, _ in found.members]) for wid, found in first.stages] == [
+        (h.workflow_id, [collect.name])
+    ]
+    assert (second.stages, second.failed) == ([], [])
+    assert durable.list_workflow_steps(h.workflow_id)[0].output == 9
