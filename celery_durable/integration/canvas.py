@@ -24,7 +24,7 @@ from celery.exceptions import Ignore
 from ..errors import UnsupportedCanvasError
 from ..runtime.canvas import MemberResult, Stage, open_stage, record_canvas, run_member
 from ..runtime.chains import ChainStepSpec
-from ..runtime.nested import advance, dispatch, nested_spec
+from ..runtime.nested import advance, discard, dispatch, nested_spec
 from ..runtime.options import current_timeout, take_workflow_id
 from ..types import ChainOutcome
 from .chains import _is_durable_step, _stored
@@ -145,7 +145,7 @@ def start_canvas(
             out = dispatch(runtime, workflow_id, found)
             send_dispatch(durable.app, runtime, durable.send_task, out, declare=False)
     except BaseException:
-        runtime.store.delete_workflow(workflow_id)
+        discard(runtime, workflow_id)
         raise
     return workflow_id, last_ids
 

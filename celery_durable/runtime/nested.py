@@ -168,6 +168,14 @@ def child_ended(
         advance(runtime, record, failed_task_id, out)
 
 
+def discard(runtime: Runtime, workflow_id: str) -> None:
+    """Delete a canvas whose first publish failed, with the child canvases it started."""
+    for step in runtime.store.load_steps(workflow_id).values():
+        if is_nested(step):
+            discard(runtime, nested_canvas_id(workflow_id, step.step_id))
+    runtime.store.delete_workflow(workflow_id)
+
+
 def resume_children(runtime: Runtime, workflow_id: str) -> None:
     """A resumed canvas's nested members whose child failed (or was cancelled) resume that
     child too, from its own failed step, before the parent is sent again."""

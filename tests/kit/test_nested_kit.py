@@ -166,3 +166,17 @@ def test_a_childs_end_completes_the_parents_member_once(kit: DurableTestKit) -> 
     ]
     assert (second.stages, second.failed) == ([], [])
     assert durable.list_workflow_steps(h.workflow_id)[0].output == 9
+
+
+def test_a_failed_first_publish_leaves_neither_the_canvas_nor_its_child(
+    kit: DurableTestKit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broker_down(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(durable, "send_task", broker_down)
+    with pytest.raises(ConnectionError):
+        durable.group(chain(cube.s(1), plus_one.s()), cube.s(2)).start(workflow_id="down")
+    assert durable.store.get_workflow("down") is None
+    assert durable.store.get_workflow(nested_canvas_id("down", 0)) is None
+    assert bodies == {}
