@@ -17,6 +17,7 @@ end and the step's completion); a running one has its own open stage sent again.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -113,6 +114,9 @@ def _open_child(
         if parent is None or parent.status not in ACTIVE_STATUSES:
             return
         stages = [[ChainStepSpec(**spec) for spec in stage] for stage in data["canvas"]]
+        if store.find_step_by_task_id(stages[0][0].task_id) is not None:
+            # a fork's copy of the member: its task ids are its source's child's
+            stages = [[replace(s, task_id=str(uuid.uuid4())) for s in row] for row in stages]
         link = ChildCanvas(
             workflow_id, step.step_id, found.has_input, found.input, parent.deadline_ms
         )

@@ -180,3 +180,16 @@ def test_a_failed_first_publish_leaves_neither_the_canvas_nor_its_child(
     assert durable.store.get_workflow("down") is None
     assert durable.store.get_workflow(nested_canvas_id("down", 0)) is None
     assert bodies == {}
+
+
+def test_a_fork_from_a_nested_member_runs_a_child_of_its_own(kit: DurableTestKit) -> None:
+    h = durable.chord([cube.s(1), chain(cube.s(2), plus_one.s())], collect.s()).start()
+    assert h.get_result(timeout=1) == [1, 9]
+    fork = durable.fork_workflow(h.workflow_id, start_step=1)  # from the nested member
+    assert fork.get_result(timeout=1) == [1, 9]
+    assert bodies == {"cube:1": 1, "cube:2": 2, "plus_one:8": 2, "collect:2": 2}
+    ids = [
+        {s.task_id for s in durable.store.load_steps(nested_canvas_id(wid, 1)).values()}
+        for wid in (h.workflow_id, fork.workflow_id)
+    ]
+    assert not ids[0] & ids[1]  # the fork's child tasks are tasks of their own
