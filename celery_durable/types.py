@@ -49,6 +49,17 @@ class StepState(StrEnum):
     ERROR = "ERROR"
 
 
+#: a canvas member that is itself a canvas (a chain, a chord): one step of its parent, run as
+#: the child canvas ``nested_canvas_id(parent, step)`` (runtime/nested.py)
+NESTED_STEP = "durable.canvas"
+NESTED_ID_SEPARATOR = ":"
+
+
+def nested_canvas_id(parent_id: str, step_id: int) -> str:
+    """The child canvas of a nested member: found again from its parent's step alone."""
+    return f"{parent_id}{NESTED_ID_SEPARATOR}{step_id}"
+
+
 ENDED_STEPS = frozenset({StepState.SUCCESS, StepState.ERROR})
 OPEN_STEPS = frozenset({StepState.PENDING, StepState.RUNNING, StepState.RETRYING})
 

@@ -4,7 +4,10 @@ The canvas is flattened into stages (``runtime/canvas.py``), recorded whole, the
 stage is published: every member a message of its own, with the ``durable_canvas`` header
 naming its stage. No Celery chord machinery is used (no counters, no ``chord_unlock``, no
 result backend): the member whose checkpoint completes a stage publishes the next one.
-A canvas with any task that is not a durable step keeps Celery's own behaviour.
+A member that is itself a chain or a chord is flattened the same way into a ``Nested``
+member, run as a child canvas (``runtime/nested.py``); a group inside a group is unrolled
+into it, as Celery does. A canvas with any task that is not a durable step keeps Celery's
+own behaviour.
 """
 
 from __future__ import annotations
@@ -12,25 +15,27 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from celery.canvas import Signature, _chain, _chord, group, maybe_signature
 from celery.exceptions import Ignore
 
 from ..errors import UnsupportedCanvasError
-from ..runtime.canvas import (
-    MemberResult,
-    Stage,
-    load_errbacks,
-    open_stage,
-    record_canvas,
-    run_member,
-)
+from ..runtime.canvas import MemberResult, Stage, open_stage, record_canvas, run_member
 from ..runtime.chains import ChainStepSpec
+from ..runtime.nested import advance, discard, dispatch, nested_spec
 from ..runtime.options import current_timeout, take_workflow_id
-from ..types import ChainOutcome, WorkflowRecord
+from ..types import ChainOutcome
 from .chains import _is_durable_step, _stored
-from .publisher import CANVAS_HEADER, DURABLE_HEADER, STEP_HEADER, durable_headers, publish_stage
+from .publisher import (
+    CANVAS_HEADER,
+    DURABLE_HEADER,
+    STEP_HEADER,
+    durable_headers,
+    send_dispatch,
+    send_errbacks,
+)
 
 if TYPE_CHECKING:
     from ..runtime.handle import WorkflowHandle
@@ -40,8 +45,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("celery_durable.canvas")
 #: Celery's group and chord plumbing: a durable canvas's signatures are stored without it
 _CELERY_CANVAS_OPTIONS = ("chord", "group_id", "group_index", "reply_to")
-#: a stage as flattened: its signatures, and whether it is a group
-FlatStage = tuple[list[Signature], bool]
+
+
+@dataclass(frozen=True)
+class Nested:
+    """A member that is a canvas of its own (a chain, a chord), flattened into stages."""
+
+    stages: list[FlatStage]
+
+
+#: one member of a stage: a single task, or a nested canvas
+Member: TypeAlias = Signature | Nested
+#: a stage as flattened: its members, and whether it is a group
+FlatStage = tuple[list[Member], bool]
 
 
 def _header(app: Any, sig: Any) -> list[Any]:
@@ -59,17 +75,23 @@ def _leaves(app: Any, sig: Any) -> list[Any]:
     return [sig]
 
 
-def _members(app: Any, tasks: Any, where: str) -> list[Signature]:
-    members = [maybe_signature(t, app=app) for t in tasks]
-    if not members:
+def members(app: Any, tasks: Any, where: str) -> list[Member]:
+    """A group's (or a chord header's) members: a group inside is unrolled into it (as
+    Celery runs it), a chain or a chord becomes a nested member."""
+    found: list[Member] = []
+    for task in tasks:
+        sig = task if isinstance(task, Nested) else maybe_signature(task, app=app)
+        if isinstance(sig, group):
+            found.extend(members(app, sig.tasks, where))
+        elif isinstance(sig, (_chain, _chord)):
+            stages = _flatten(app, sig)
+            one_task = len(stages) == 1 and not stages[0][1] and len(stages[0][0]) == 1
+            found.append(stages[0][0][0] if one_task else Nested(stages))
+        else:
+            found.append(sig)  # a single task, or a nested canvas already flattened
+    if not found:
         raise UnsupportedCanvasError(f"an empty group ({where}) cannot be made durable")
-    for m in members:
-        if getattr(m, "subtask_type", None) is not None:
-            raise UnsupportedCanvasError(
-                f"a {m.subtask_type} inside a {where} is not supported by durable canvases yet:"
-                " members of a group (or of a chord's header) must be single durable steps"
-            )
-    return members
+    return found
 
 
 def _flatten(app: Any, sig: Any) -> list[FlatStage]:
@@ -77,17 +99,17 @@ def _flatten(app: Any, sig: Any) -> list[FlatStage]:
     if isinstance(sig, _chain):
         return [stage for t in sig.tasks for stage in _flatten(app, t)]
     if isinstance(sig, _chord):
-        header = _members(app, _header(app, sig), "chord's header")
+        header = members(app, _header(app, sig), "chord's header")
         return [(header, True), *_flatten(app, sig.body)]
     if isinstance(sig, group):
-        return [(_members(app, sig.tasks, "group"), True)]
+        return [(members(app, sig.tasks, "group"), True)]
     return [([sig], False)]
 
 
 def canvas_stages(app: Any, sigs: Sequence[Any]) -> list[FlatStage] | None:
     """The stages of a canvas made only of durable steps (``sigs`` run one after the other);
     None when a task is not a durable step (Celery's own behaviour then); raises
-    ``UnsupportedCanvasError`` for a shape not supported yet."""
+    ``UnsupportedCanvasError`` for a shape it cannot run (an empty group)."""
     if not all(_is_durable_step(app, leaf) for s in sigs for leaf in _leaves(app, s)):
         return None
     return [stage for s in sigs for stage in _flatten(app, s)]
@@ -106,21 +128,7 @@ def start_canvas(
     runtime = durable.runtime
     options = dict(options or {})
     errbacks = [dict(e) for e in _as_list(options.pop("link_error", None))]
-    specs: list[list[ChainStepSpec]] = []
-    for sigs, _group in stages:
-        row = []
-        for sig in sigs:
-            stored = _stored(sig)
-            for key in _CELERY_CANVAS_OPTIONS:
-                stored["options"].pop(key, None)
-            for errback in _as_list(stored["options"].pop("link_error", None)):
-                if dict(errback) not in errbacks:  # a chain's is on every task: sent once
-                    errbacks.append(dict(errback))
-            if options.get("queue") and not stored["options"].get("queue"):
-                stored["options"]["queue"] = options["queue"]
-            task_id = sig.options.get("task_id") or str(uuid.uuid4())
-            row.append(ChainStepSpec(sig.task, task_id, stored, stored["options"].get("queue")))
-        specs.append(row)
+    specs = _specs(stages, options.get("queue"), errbacks)
     workflow_id = workflow_id or take_workflow_id() or specs[0][0].task_id
     _layout, created = record_canvas(
         runtime, workflow_id, specs, [g for _, g in stages],
@@ -134,40 +142,45 @@ def start_canvas(
     found = open_stage(runtime, record) if record is not None else None
     try:
         if found is not None:
-            publish_stage(durable.app, durable.send_task, workflow_id, found, declare=False)
+            out = dispatch(runtime, workflow_id, found)
+            send_dispatch(durable.app, runtime, durable.send_task, out, declare=False)
     except BaseException:
-        runtime.store.delete_workflow(workflow_id)
+        discard(runtime, workflow_id)
         raise
     return workflow_id, last_ids
+
+
+def _specs(
+    stages: list[FlatStage], queue: str | None, errbacks: list[dict[str, Any]]
+) -> list[list[ChainStepSpec]]:
+    """Each member as recorded (a nested one with its own stages inside); the members'
+    errbacks join the canvas's (a chain's is on every task: kept once)."""
+    specs: list[list[ChainStepSpec]] = []
+    for sigs, _group in stages:
+        row = []
+        for sig in sigs:
+            if isinstance(sig, Nested):
+                inner = _specs(sig.stages, queue, errbacks)
+                row.append(nested_spec(inner, [g for _, g in sig.stages], str(uuid.uuid4())))
+                continue
+            stored = _stored(sig)
+            for key in _CELERY_CANVAS_OPTIONS:
+                stored["options"].pop(key, None)
+            for errback in _as_list(stored["options"].pop("link_error", None)):
+                if dict(errback) not in errbacks:
+                    errbacks.append(dict(errback))
+            if queue and not stored["options"].get("queue"):
+                stored["options"]["queue"] = queue
+            task_id = sig.options.get("task_id") or str(uuid.uuid4())
+            row.append(ChainStepSpec(sig.task, task_id, stored, stored["options"].get("queue")))
+        specs.append(row)
+    return specs
 
 
 def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def republish_canvas(durable: Durable, record: WorkflowRecord) -> bool:
-    """Recovery: send the first unfinished stage's open members again (a member a live
-    worker holds keeps its lease; a finished one is never run again)."""
-    found = open_stage(durable.runtime, record)
-    if found is None:
-        return False
-    publish_stage(durable.app, durable.send_task, record.workflow_id, found)
-    return True
-
-
-def send_errbacks(durable: Durable, record: WorkflowRecord | None, failed_task_id: str) -> None:
-    """The canvas's errbacks, each sent once with the failed member's task id first (as
-    Celery calls an errback that takes one argument)."""
-    if record is None:
-        return
-    for eb in load_errbacks(durable.runtime, record):
-        args = list(eb.get("args") or [])
-        if not eb.get("immutable"):
-            args = [failed_task_id, *args]
-        options = dict(eb.get("options") or {})
-        durable.send_task(eb["task"], args, eb.get("kwargs") or {}, **options)
 
 
 def run_member_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any) -> Any:
@@ -184,11 +197,8 @@ def run_member_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any
         policy=task.durable_policy, codec=codec,
     )  # fmt: skip
     if outcome.outcome == ChainOutcome.SUCCESS:
-        if outcome.stage_done:
-            record = runtime.store.get_workflow(workflow_id)
-            found = open_stage(runtime, record) if record is not None else None
-            if found is not None:
-                publish_stage(durable.app, durable.send_task, workflow_id, found, declare=False)
+        if outcome.stage_done or outcome.ended:  # the next stage, or a nested canvas's parent
+            _advance(durable, workflow_id, request.id)
         return outcome.value
     if outcome.outcome == ChainOutcome.RETRY:
         headers = {**durable_headers(workflow_id, step_id), CANVAS_HEADER: stage.header()}
@@ -198,7 +208,10 @@ def run_member_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any
         sig.apply_async()
     if outcome.outcome == ChainOutcome.ERROR and outcome.error is not None:
         if outcome.ended:
-            send_errbacks(durable, runtime.store.get_workflow(workflow_id), request.id)
+            send_errbacks(
+                runtime, durable.send_task, runtime.store.get_workflow(workflow_id), request.id
+            )
+            _advance(durable, workflow_id, request.id)
         raise outcome.error
     if outcome.outcome == ChainOutcome.REFUSED:
         log.error(
@@ -206,6 +219,16 @@ def run_member_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any
             task.name, request.id, step_id, workflow_id,
         )  # fmt: skip
     raise Ignore()
+
+
+def _advance(durable: Durable, workflow_id: str, task_id: str) -> None:
+    """Send what this delivery's decision opened: the next stage, or (its canvas ended) the
+    parent's, when a nested canvas's end completes its parent's stage."""
+    runtime = durable.runtime
+    record = runtime.store.get_workflow(workflow_id)
+    if record is not None:
+        out = advance(runtime, record, task_id)
+        send_dispatch(durable.app, runtime, durable.send_task, out, declare=False)
 
 
 class DurableCanvas:
@@ -240,7 +263,16 @@ class DurableCanvas:
 
     def _fresh(self) -> list[FlatStage]:
         """The stages with new task ids: each start is a canvas of its own."""
-        return [([s.clone(task_id=str(uuid.uuid4())) for s in sigs], g) for sigs, g in self.stages]
+        return _fresh(self.stages)
 
     def delay(self) -> Any:
         return self.apply_async()
+
+
+def _fresh(stages: list[FlatStage]) -> list[FlatStage]:
+    def member(m: Member) -> Member:
+        if isinstance(m, Nested):
+            return Nested(_fresh(m.stages))
+        return m.clone(task_id=str(uuid.uuid4()))
+
+    return [([member(m) for m in sigs], g) for sigs, g in stages]

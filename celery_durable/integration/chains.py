@@ -66,8 +66,11 @@ def start_chain(
     first_id = task_id or options.get("root_id") or take_workflow_id() or str(uuid.uuid4())
     workflow_id = options.get("root_id") or first_id
     first = task.signature(args, kwargs, {**options, "task_id": first_id})
-    if not links and task.durable.pending_chords.holds(options.get("group_id")):
-        return task.durable.pending_chords.add(task, first)  # a plain chord's header member
+    chords = task.durable.pending_chords
+    if not links and chords.holds(options.get("group_id")):
+        return chords.add(task, first)  # a plain chord's header member
+    if links and chords.holds(links[0].options.get("group_id")):  # a chain in a chord's header
+        return chords.add(task, chain(first, *later), last=links[0])
     if not all(_is_durable_step(task.app, s) for s in later):
         from .canvas import canvas_stages, start_canvas  # a group or chord inside the chain
 

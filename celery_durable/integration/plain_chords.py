@@ -8,10 +8,14 @@ last one records the whole canvas (workflow id: the chord's group id, ``result.p
 and publishes its members. If a member that is not a durable step is published (seen by
 ``before_task_publish``, before its message leaves), the chord goes back to Celery's own
 behaviour: its machinery is set up then, and the members held are sent as Celery would.
+A chain in the header comes as its first task's ``apply_async`` (its last task carries the
+chord's options); a chord in the header opens a chord of its own, whose body names the
+outer chord: once whole, it is held as one nested member of the outer one.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,8 +24,10 @@ from celery import Task
 from celery.canvas import Signature, maybe_signature
 from celery.signals import before_task_publish
 
-from .canvas import FlatStage, canvas_stages, start_canvas
+from .canvas import FlatStage, Member, Nested, canvas_stages, members, start_canvas
 from .chains import STEP_KINDS
+
+log = logging.getLogger("celery_durable.canvas")
 
 if TYPE_CHECKING:
     from .durable import Durable
@@ -32,7 +38,8 @@ class _Pending:
     size: int
     body: list[FlatStage]
     apply_chord: tuple[Any, Any, dict[str, Any]]  # Celery's arguments, for a fallback
-    members: dict[int, Signature] = field(default_factory=dict)
+    members: dict[int, Member] = field(default_factory=dict)
+    within: tuple[str, int] | None = None  # a chord in this held chord's header, at this index
     celery: bool = False  # a plain member was seen: Celery's own chord from then on
     sized: bool = False  # Celery has announced the last member (set_chord_size)
 
@@ -52,12 +59,17 @@ class PendingChords:
         group_id = header_result_args[0]
         results = list(header_result_args[1])  # frozen already (a regen caches its items)
         app = self.durable.app
-        stages = canvas_stages(app, [maybe_signature(body, app=app)]) if results else None
+        body_sig = maybe_signature(body, app=app)
+        stages = canvas_stages(app, [body_sig]) if results else None
         if stages is None:
             return False
         args = ((group_id, results), body, kw)
+        outer = body_sig.options.get("group_id")
+        within = None
+        if outer != group_id and self.holds(outer):
+            within = (outer, int(body_sig.options.get("group_index") or 0))
         with self._lock:
-            self._chords[group_id] = _Pending(len(results), stages, args)
+            self._chords[group_id] = _Pending(len(results), stages, args, within=within)
         return True
 
     def holds(self, group_id: str | None) -> bool:
@@ -66,19 +78,27 @@ class PendingChords:
             pending = self._chords.get(group_id or "")
             return pending is not None and not pending.celery
 
-    def add(self, task: Task, sig: Signature) -> Any:
-        """A durable member's ``apply_async``: held; the last one starts the canvas."""
-        options = sig.options
-        group_id = options["group_id"]
+    def add(self, task: Task, sig: Signature, last: Signature | None = None) -> Any:
+        """A durable member's ``apply_async``: held; the last one starts the canvas. A chain
+        member (``sig``) comes as its first task's, its ``last`` task holding the chord's
+        options."""
+        options = (last or sig).options
+        self._hold(options["group_id"], int(options.get("group_index") or 0), sig)
+        return task.AsyncResult(options["task_id"])
+
+    def _hold(self, group_id: str, index: int, member: Member) -> None:
         with self._lock:
             pending = self._chords[group_id]
-            pending.members[int(options.get("group_index") or 0)] = sig
+            pending.members[index] = member
             if len(pending.members) < pending.size:
-                return task.AsyncResult(options["task_id"])
+                return
             del self._chords[group_id]
-        members = [pending.members[i] for i in sorted(pending.members)]
-        start_canvas(self.durable, [(members, True), *pending.body], group_id)
-        return task.AsyncResult(options["task_id"])
+        header = [pending.members[i] for i in sorted(pending.members)]
+        stages = [(members(self.durable.app, header, "chord's header"), True), *pending.body]
+        if pending.within is not None:  # a chord in a held chord's header: one member of it
+            self._hold(*pending.within, Nested(stages))
+        else:
+            start_canvas(self.durable, stages, group_id)
 
     def sized(self, group_id: str) -> bool:
         """From ``set_chord_size``: True when this chord is (or was) held here, so Celery's
@@ -108,4 +128,11 @@ class PendingChords:
         fallback.apply_chord(header_result_args, body, **kw)
         fallback.set_chord_size(group_id, pending.size)
         for sig in pending.members.values():  # sent as they would have been
+            if isinstance(sig, Nested):  # recorded whole already: Celery cannot take it back
+                log.error(
+                    "chord %s mixes plain tasks with a durable chord in its header: not"
+                    " supported (use durable.chord for the inner one); it will not complete",
+                    group_id,
+                )
+                continue
             sig.apply_async()

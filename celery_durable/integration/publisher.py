@@ -14,8 +14,9 @@ from typing import Any
 from celery import Celery, Task, signature
 from kombu.entity import Queue
 
-from ..runtime.canvas import OpenStage, is_canvas, open_stage
+from ..runtime.canvas import OpenStage, is_canvas, load_errbacks, open_stage
 from ..runtime.chains import open_step
+from ..runtime.nested import Dispatch, dispatch
 from ..runtime.runtime import Runtime
 from ..types import WorkflowKind, WorkflowRecord
 
@@ -79,6 +80,31 @@ def publish_stage(
         )  # fmt: skip
 
 
+def send_errbacks(
+    runtime: Runtime, send_task: SendTask, record: WorkflowRecord | None, failed_task_id: str
+) -> None:
+    """A failed canvas's errbacks, each sent once with the failed member's task id first (as
+    Celery calls an errback that takes one argument)."""
+    if record is None:
+        return
+    for eb in load_errbacks(runtime, record):
+        args = list(eb.get("args") or [])
+        if not eb.get("immutable"):
+            args = [failed_task_id, *args]
+        options = dict(eb.get("options") or {})
+        send_task(eb["task"], args, eb.get("kwargs") or {}, **options)
+
+
+def send_dispatch(
+    app: Celery, runtime: Runtime, send_task: SendTask, out: Dispatch, *, declare: bool = True
+) -> None:
+    """Send what a canvas decision opened (stages, nested ones included) or ended (errbacks)."""
+    for workflow_id, found in out.stages:
+        publish_stage(app, send_task, workflow_id, found, declare=declare)
+    for record, failed_task_id in out.failed:
+        send_errbacks(runtime, send_task, record, failed_task_id)
+
+
 class Republisher:
     """``republisher(record)``: a chain's first open step, or a code workflow's message."""
 
@@ -91,7 +117,8 @@ class Republisher:
         if is_canvas(record):
             found = open_stage(self.runtime, record)
             if found is not None:
-                publish_stage(self.app, self.send_task, record.workflow_id, found)
+                out = dispatch(self.runtime, record.workflow_id, found)
+                send_dispatch(self.app, self.runtime, self.send_task, out)
         elif record.kind == WorkflowKind.CHAIN:
             self.open_step(record.workflow_id)
         else:

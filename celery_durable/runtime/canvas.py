@@ -20,6 +20,7 @@ from ..annotations import Annotations
 from ..errors import ConflictingWorkflowError
 from ..policy import RetryPolicy
 from ..types import (
+    NESTED_STEP,
     ChainOutcome,
     StepRecord,
     StepState,
@@ -107,6 +108,22 @@ def load_errbacks(runtime: Runtime, record: WorkflowRecord) -> list[dict[str, An
     return [dict(e) for e in data.get("errbacks") or []]
 
 
+def member_of(runtime: Runtime, record: WorkflowRecord) -> tuple[str, int] | None:
+    """The parent canvas and step of a nested child canvas (runtime/nested.py), or None."""
+    if not is_canvas(record) or record.parent_workflow_id is None:
+        return None
+    data = runtime.serializer.loads(record.inputs, what="a canvas layout")
+    found = data.get("member_of")
+    return (str(found[0]), int(found[1])) if found else None
+
+
+def _given_input(runtime: Runtime, record: WorkflowRecord) -> tuple[bool, Any]:
+    """A nested child's first stage takes what its parent's stage was given."""
+    data = runtime.serializer.loads(record.inputs, what="a canvas layout")
+    given = data.get("input")
+    return (True, given[0]) if given else (False, None)
+
+
 def record_canvas(
     runtime: Runtime,
     workflow_id: str,
@@ -116,26 +133,36 @@ def record_canvas(
     max_recovery_attempts: int | None = None,
     timeout: float | None = None,
     errbacks: Sequence[dict[str, Any]] = (),
+    child: ChildCanvas | None = None,
 ) -> tuple[Layout, bool]:
     """Store the whole canvas (every member's signature, the layout) before any publish.
-    Returns the layout and whether this call created it (False: the id exists)."""
+    Returns the layout and whether this call created it (False: the id exists). A nested
+    member's canvas is recorded as ``child`` of its parent's step."""
     ser = runtime.serializer
     specs = [spec for stage in stages for spec in stage]
     layout = Layout.build([len(s) for s in stages], groups)
-    name = f"{CANVAS_PREFIX}{specs[0].name}"
+    name = f"{CANVAS_PREFIX}{_first_task(specs[0])}"
     now = runtime.clock.now_ms()
+    data: dict[str, Any] = {**layout.to_data(), "errbacks": list(errbacks)}
+    deadline_ms = now + int(timeout * 1000) if timeout else None
+    if child is not None:
+        data["member_of"] = [child.parent_id, child.step_id]
+        if child.has_input:
+            data["input"] = [child.input]
+        deadline_ms = child.deadline_ms
     record = WorkflowRecord(
         workflow_id=workflow_id,
         name=name,
         status=WorkflowState.ENQUEUED,
         kind=WorkflowKind.CHAIN,
-        inputs=ser.dumps({**layout.to_data(), "errbacks": list(errbacks)}),
+        inputs=ser.dumps(data, what="a canvas's input"),
         queue=specs[0].queue,
         max_recovery_attempts=max_recovery_attempts,
-        deadline_ms=now + int(timeout * 1000) if timeout else None,
+        deadline_ms=deadline_ms,
         created_at_ms=now,
         updated_at_ms=now,
         trace_context=current_trace_context(),
+        parent_workflow_id=child.parent_id if child is not None else None,
     )
     steps = [
         StepRecord(
@@ -157,11 +184,31 @@ def record_canvas(
     return layout, False
 
 
+def _first_task(spec: ChainStepSpec) -> str:
+    """The name of a canvas's first task, inside a nested first member too."""
+    while spec.name == NESTED_STEP:
+        spec = ChainStepSpec(**spec.signature["canvas"][0][0])
+    return spec.name
+
+
+@dataclass(frozen=True)
+class ChildCanvas:
+    """Where a nested member's canvas hangs: its parent's step, the input that stage was
+    given (if any), and the parent's deadline."""
+
+    parent_id: str
+    step_id: int
+    has_input: bool = False
+    input: Any = None
+    deadline_ms: int | None = None
+
+
 @dataclass(frozen=True)
 class MemberResult:
     """How one delivery of a member ended. ``next_input`` is set (with ``stage_done``) for
     the delivery whose checkpoint completed a stage that is not the last: it publishes the
-    next stage with it. ``ended`` marks the failure that ended the canvas (errbacks once)."""
+    next stage with it. ``ended`` marks the delivery that ended the canvas: a failure (its
+    errbacks once), or the last stage's completion; either ends a nested member's step."""
 
     outcome: ChainOutcome
     value: Any = None
@@ -225,7 +272,7 @@ def run_member(
         return MemberResult(found.outcome, value=found.value)
     runtime.events.step_checkpointed(workflow_id=workflow_id, step_id=step_id, name=name)
     if outputs is None or stage.last:
-        return MemberResult(ChainOutcome.SUCCESS, value=value)
+        return MemberResult(ChainOutcome.SUCCESS, value=value, ended=outputs is not None)
     return MemberResult(
         ChainOutcome.SUCCESS, value=value, stage_done=True,
         next_input=stage_output(runtime, stage, outputs),
@@ -280,15 +327,12 @@ def open_stage(runtime: Runtime, record: WorkflowRecord) -> OpenStage | None:
         members = [rows[i] for i in stage.step_ids]
         open_members = [m for m in members if m.status != StepState.SUCCESS]
         if open_members:
-            given: Any = None
+            has_input, given = _given_input(runtime, record)
             if previous is not None:
                 outputs = [rows[i].output or "" for i in previous.step_ids]
-                given = stage_output(runtime, previous, outputs)
+                has_input, given = True, stage_output(runtime, previous, outputs)
             return OpenStage(
-                stage,
-                [(m, dict(ser.loads(m.signature))) for m in open_members],
-                given,
-                previous is not None,
+                stage, [(m, dict(ser.loads(m.signature))) for m in open_members], given, has_input
             )
         previous = stage
     return None

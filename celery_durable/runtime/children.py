@@ -72,7 +72,7 @@ def await_children(
         return recorded
     check_running(runtime, ctx)
     ended = _wait_until_ended(runtime, ctx, workflow_ids)
-    outcomes = [_outcome(runtime, ended[i]) for i in workflow_ids]
+    outcomes = [outcome_of(runtime, ended[i]) for i in workflow_ids]
     stored: list[ChildOutcome] = _checkpoint(runtime, ctx, step_id, step_name, outcomes)
     return stored
 
@@ -99,7 +99,7 @@ def gather(runtime: Runtime, workflow_ids: Sequence[str], timeout: float | None 
             raise TimeoutError(f"{len(ended)} of {len(workflow_ids)} workflows ended in time")
         clock.sleep(pause)
         pause = min(pause * 2, runtime.settings.poll_interval)
-    return results(runtime, [_outcome(runtime, ended[i]) for i in workflow_ids])
+    return results(runtime, [outcome_of(runtime, ended[i]) for i in workflow_ids])
 
 
 def poll_ended(runtime: Runtime, workflow_ids: Sequence[str]) -> dict[str, WorkflowRecord]:
@@ -129,7 +129,7 @@ def _wait_until_ended(
         pause = min(pause * 2, runtime.settings.poll_interval)
 
 
-def _outcome(runtime: Runtime, record: WorkflowRecord) -> ChildOutcome:
+def outcome_of(runtime: Runtime, record: WorkflowRecord) -> ChildOutcome:
     if record.status == WorkflowState.SUCCESS:
         return {"output": record.output}
     error: Exception

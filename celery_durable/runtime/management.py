@@ -22,8 +22,9 @@ from ..types import (
     WorkflowState,
     WorkflowStatus,
 )
-from .canvas import load_layout
+from .canvas import is_canvas, load_layout
 from .handle import WorkflowHandle, to_status, to_step_info
+from .nested import cancel_children, resume_children
 from .recovery import Publisher
 from .runtime import Runtime
 from .workflows import wake_parent
@@ -110,6 +111,8 @@ def resume(
         raise NonExistentWorkflow(workflow_id)
     record, outcome = found
     if outcome is ResumeOutcome.RESUMED:
+        if is_canvas(record):  # a failed nested member's child canvas resumes with it
+            resume_children(runtime, workflow_id)
         publish(record if queue is None else replace(record, queue=queue))
         attempts = record.recovery_attempts + 1 if record.status in ACTIVE_STATUSES else 1
         runtime.events.workflow_recovered(workflow_id=workflow_id, recovery_attempts=attempts)
@@ -128,6 +131,8 @@ def cancel(runtime: Runtime, workflow_id: str) -> None:
     if runtime.store.set_status(
         workflow_id, WorkflowState.CANCELLED, only_from=list(ACTIVE_STATUSES), keep_owner=True
     ):
+        if is_canvas(record):
+            cancel_children(runtime, workflow_id)
         wake_parent(runtime, record.parent_workflow_id)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from ..clock import Clock
 from ..types import (
     ACTIVE_STATUSES,
+    NESTED_STEP,
     WAIT_FOR_CHILDREN_MS,
     ExecutorRecord,
     ExecutorState,
@@ -21,6 +22,7 @@ from ..types import (
     WorkflowKind,
     WorkflowRecord,
     WorkflowState,
+    nested_canvas_id,
 )
 
 CHAIN = WorkflowKind.CHAIN
@@ -164,6 +166,12 @@ class MemoryTables:
         awaited = [w for w in self._workflows.values() if w.parent_workflow_id == parent_id]
         return any(w.awaited for w in awaited) and not self._awaits_running(parent_id)
 
+    def _nested_child(self, s: StepRecord) -> WorkflowRecord | None:
+        """A nested member's child canvas (runtime/nested.py)."""
+        if s.name != NESTED_STEP:
+            return None
+        return self._workflows.get(nested_canvas_id(s.workflow_id, s.step_id))
+
     def _link_lost(self, workflow_id: str, lost_before_ms: int) -> bool:
         """A chain step due (retry due, previous step done, or the first) and not started."""
         steps = self._steps.get(workflow_id, {})
@@ -174,6 +182,12 @@ class MemoryTables:
         for s in steps.values():
             if s.status == StepState.RETRYING and before(s.due_at_ms):
                 return True
+            child = self._nested_child(s)
+            if child is not None and s.status == StepState.PENDING:
+                if child.status in ACTIVE_STATUSES:
+                    continue  # it waits for its child canvas, which has its own sweep
+                if before(child.updated_at_ms):
+                    return True  # the child's end did not reach it (a crash between)
             if s.status == StepState.PENDING:
                 previous = steps.get(s.step_id - 1)
                 if s.step_id == 0 or (

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
+from sqlalchemy import Connection, String, and_, cast, delete, exists, func, or_, select, update
 
 from ..types import (
     ACTIVE_STATUSES,
+    NESTED_ID_SEPARATOR,
+    NESTED_STEP,
     TERMINAL_STATUSES,
     WAIT_FOR_CHILDREN_MS,
     ExecutorState,
@@ -81,6 +83,19 @@ class RecoveryQueries(StoreBase):
             w.c.updated_at_ms < lost_before_ms,
             or_(w.c.wake_at_ms.is_(None), w.c.wake_at_ms < lost_before_ms, children_ended),
         )
+        k = workflows.alias("k")
+        child_of_s = and_(  # the child canvas of a nested member (runtime/nested.py)
+            s.c.name == NESTED_STEP,
+            k.c.workflow_id == s.c.workflow_id + NESTED_ID_SEPARATOR + cast(s.c.step_id, String),
+        )
+        child_runs = exists().where(child_of_s, k.c.status.in_(list(ACTIVE_STATUSES)))
+        child_ended = exists().where(  # its end did not reach the parent (a crash between)
+            s.c.workflow_id == w.c.workflow_id,
+            s.c.status == StepState.PENDING,
+            child_of_s,
+            k.c.status.in_(list(TERMINAL_STATUSES)),
+            k.c.updated_at_ms < lost_before_ms,
+        )
         retry_lost = exists().where(
             s.c.workflow_id == w.c.workflow_id,
             s.c.status == StepState.RETRYING,
@@ -96,15 +111,19 @@ class RecoveryQueries(StoreBase):
                 s.c.status == StepState.PENDING,
                 p.c.status == StepState.SUCCESS,
                 p.c.completed_at_ms < lost_before_ms,
+                ~child_runs,  # a nested member waits for its child, which has its own sweep
             )
         )
         first_lost = exists().where(
-            s.c.workflow_id == w.c.workflow_id, s.c.step_id == 0, s.c.status == StepState.PENDING
+            s.c.workflow_id == w.c.workflow_id,
+            s.c.step_id == 0,
+            s.c.status == StepState.PENDING,
+            ~child_runs,
         )
         chain_lost = and_(
             w.c.kind == CHAIN,
             w.c.updated_at_ms < lost_before_ms,
-            or_(retry_lost, next_lost, first_lost),
+            or_(retry_lost, next_lost, first_lost, child_ended),
         )
         return and_(
             w.c.status.in_(list(ACTIVE_STATUSES)),

@@ -2,8 +2,10 @@
 
 Every body records an effect per workflow (``member:<x>``, ``total``, ...) and may SIGKILL
 its worker when the test left the flag ``crash_in_member_<x>``; ``after_last_member`` kills
-it between the last member's checkpoint and the callback's publish. ``flaky`` fails until the
-test leaves the flag ``fixed`` (a "fix the bug, then resume" scenario).
+it between the last member's checkpoint and the callback's publish, ``after_child_end``
+between the end of a nested member's child canvas and the parent member's completion.
+``flaky`` fails until the test leaves the flag ``fixed`` (a "fix the bug, then resume"
+scenario).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from sqlalchemy import text
 
 from celery_durable.integration.signals import step_checkpointed
+from celery_durable.types import NESTED_ID_SEPARATOR
 
 from .common import crash_if_flagged, ensure_tables, make_app, read_effects, record_effect
 
@@ -120,7 +123,19 @@ def _crash_after_last_member(sender: Any = None, workflow_id: str = "", **_: Any
         crash_if_flagged("after_last_member")
 
 
+def _crash_after_child_end(sender: Any = None, workflow_id: str = "", **_: Any) -> None:
+    """The fault point between a child canvas's end (its last member's commit) and the
+    completion of its member step in the parent."""
+    flags = os.environ.get("DURABLE_TEST_FLAGS", "-")
+    if NESTED_ID_SEPARATOR not in workflow_id or not os.path.exists(f"{flags}/after_child_end"):
+        return
+    record = durable.store.get_workflow(workflow_id)
+    if record is not None and record.status == "SUCCESS":
+        crash_if_flagged("after_child_end")
+
+
 step_checkpointed.connect(_crash_after_last_member, weak=False)
+step_checkpointed.connect(_crash_after_child_end, weak=False)
 
 
 def setup() -> None:

@@ -7,8 +7,28 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 from celery_durable.store.interface import DurableStore
-from celery_durable.types import ResumeOutcome, StepState
-from tests.store.contract import S, chain, executor, get, get_step, lease, resumed
+from celery_durable.types import (
+    NESTED_STEP,
+    ResumeOutcome,
+    StepRecord,
+    StepState,
+    WorkflowKind,
+    WorkflowRecord,
+    nested_canvas_id,
+)
+from tests.store.contract import (
+    MINUTE,
+    RECOVERED,
+    S,
+    chain,
+    clock,
+    executor,
+    get,
+    get_step,
+    lease,
+    resumed,
+    stalled,
+)
 
 
 def combine(outputs: list[str]) -> str:
@@ -91,3 +111,32 @@ def test_a_deleted_workflow_takes_its_step_history_with_it(any_store: DurableSto
     assert any_store.load_step_history(wid)
     any_store.delete_workflow(wid)
     assert any_store.load_step_history(wid) == {}
+
+
+def nested_parent(store: DurableStore) -> str:
+    """A canvas whose member 0 is a nested canvas (runtime/nested.py), then a callback."""
+    wid = chain(store, links=2)
+    store.delete_workflow(wid)
+    now = store.clock.now_ms()
+    record = WorkflowRecord(wid, "canvas:x", S.ENQUEUED, kind=WorkflowKind.CHAIN,
+                            created_at_ms=now, updated_at_ms=now)  # fmt: skip
+    steps = [
+        StepRecord(wid, i, name, StepState.PENDING, signature="{}", task_id=f"{wid}-t{i}")
+        for i, name in enumerate((NESTED_STEP, "link1"))
+    ]
+    assert store.insert_chain(record, steps)
+    return wid
+
+
+def test_a_nested_member_waiting_for_its_running_child_is_not_stalled(
+    any_store: DurableStore,
+) -> None:
+    """The sweep leaves a parent alone while its child canvas runs (the child has its own
+    recovery); a child that ended without completing the parent's member (a crash between
+    the two), or a child never started, makes the parent stalled."""
+    waiting, ended, unopened = (nested_parent(any_store) for _ in range(3))
+    running_child = chain(any_store, links=1, workflow_id=nested_canvas_id(waiting, 0))
+    chain(any_store, links=1, workflow_id=nested_canvas_id(ended, 0), status=S.SUCCESS)
+    clock(any_store).advance(2 * MINUTE)
+    found = dict(stalled(any_store))
+    assert found == {ended: RECOVERED, unopened: RECOVERED, running_child: RECOVERED}
