@@ -1,9 +1,8 @@
 """Durable chords after crashes, lost messages and duplicates, on real workers.
 
-Scaled down from the issue's figures to fit the suite's time budget (12 members instead
-of 20, 6 queued members instead of 10); the points survive: a killed worker, a crash at the
-exact point between the last member's commit and the callback's publish, Redis losing the
-queued members, duplicate deliveries.
+At the issue's figures: a chord of 20 members of 0.3 s with a worker killed, a crash at the
+exact point between the last member's commit and the callback's publish, Redis losing 10
+queued members and 5 waiting on a retry, duplicate deliveries.
 """
 
 from __future__ import annotations
@@ -56,7 +55,7 @@ def test_worker_killed_while_members_run_beat_finishes_the_chord(
     doomed = worker(APP, queues=queue, concurrency=2)
     survivor = worker(APP, queues=queue, concurrency=2)
     beat(APP)  # the sweep every second, run by the package's worker on the session queue
-    xs = list(range(12))
+    xs = list(range(20))
     h = chord_on(queue, xs, seconds=0.3).start()
     wait_for(lambda: statuses(h.workflow_id).count("SUCCESS") >= 3)
     doomed.kill()
@@ -119,25 +118,25 @@ def test_duplicate_messages_of_a_running_and_a_finished_member(two_workers: Any)
 
 
 def test_redis_emptied_with_members_queued_and_retries_scheduled(worker: Any) -> None:
-    """Three members wait on a scheduled retry (their messages reserved by a worker that
-    dies), five wait in a queue no worker reads; Redis then loses both queues."""
+    """Five members wait on a scheduled retry (their messages reserved by a worker that
+    dies), ten wait in a queue no worker reads; Redis then loses both queues."""
     retrying, waiting = own_queue("retry"), own_queue("waiting")
     first = worker(APP, queues=retrying, concurrency=2)
-    header = [ca.retry_once.s(x).set(queue=retrying) for x in range(3)]
-    header += [ca.member.s(x).set(queue=waiting) for x in range(5)]
+    header = [ca.retry_once.s(x).set(queue=retrying) for x in range(5)]
+    header += [ca.member.s(x).set(queue=waiting) for x in range(10)]
     h = ca.durable.chord(header, ca.total.s().set(queue=retrying)).start()
-    wait_for(lambda: statuses(h.workflow_id)[:3] == ["RETRYING"] * 3)
+    wait_for(lambda: statuses(h.workflow_id)[:5] == ["RETRYING"] * 5)
     first.kill()  # no body runs: the retries are due in 3 s
     lose_messages(retrying)
-    assert lose_messages(waiting) == 5
+    assert lose_messages(waiting) == 10
 
     late = worker(APP, queues=f"{retrying},{waiting}", concurrency=2)
     sweep_until(lambda: h.get_status().status == S.SUCCESS)
-    assert h.get_result(timeout=10) == [0, 1, 2, 0, 1, 4, 9, 16]
+    assert h.get_result(timeout=10) == [*range(5), *(x * x for x in range(10))]
     counts = ca.effects(h.workflow_id)
     assert counts == {
-        **{f"retry_once:{x}": 2 for x in range(3)},  # the failed attempt and the retry
-        **{f"member:{x}": 1 for x in range(5)},
+        **{f"retry_once:{x}": 2 for x in range(5)},  # the failed attempt and the retry
+        **{f"member:{x}": 1 for x in range(10)},
         "total": 1,
     }
     late.kill()
