@@ -71,6 +71,16 @@ def start_chain(
         return chords.add(task, first)  # a plain chord's header member
     if links and chords.holds(links[0].options.get("group_id")):  # a chain in a chord's header
         return chords.add(task, chain(first, *later), last=links[0])
+    place = task.durable.pending_groups.place(options, links)
+    if place is not None:  # a plain group's member: held until the group is applied whole
+        # the group's producer is released by then: the member sends with its own
+        alone = {**{k: v for k, v in options.items() if k != "producer"}, "chain": links}
+        task.durable.pending_groups.hold(
+            place,
+            chain(first, *later) if links else first,
+            lambda: start_chain(task, args, kwargs, first_id, alone),
+        )
+        return task.AsyncResult(first_id)
     if not all(_is_durable_step(task.app, s) for s in later):
         from .canvas import canvas_stages, start_canvas  # a group or chord inside the chain
 

@@ -38,6 +38,7 @@ from .messages import DurableMessages
 from .operations import DurableOperations, workflow_filter
 from .options import DBOS_OPTIONS, POLICY_OPTIONS, celery_options, retry_policy
 from .plain_chords import PendingChords
+from .plain_groups import PendingGroups
 from .publisher import Republisher
 from .queues import install_queues, take_start_options
 from .recovery import connect_recovery_signals, install_sweep, run_sweep
@@ -86,6 +87,7 @@ class Durable(DurableOperations, FlowControl, DurableMessages):
         app.durable = self
         app._backend = DurableResults(self)  # durable results from the store (results.py)
         self.pending_chords = PendingChords(self)  # plain chords of durable steps
+        self.pending_groups = PendingGroups(self)  # plain groups of durable steps
         app.steps["worker"].add(DurableHeartbeat)
         connect_signals()
         connect_recovery_signals()

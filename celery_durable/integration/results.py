@@ -11,6 +11,7 @@ chords) goes to the configured backend as before.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,21 @@ _STEP_STATES = {
 _NOT_DURABLE_CACHE = 10_000  # ids known not to be durable tasks' (they never become so)
 
 
+#: each app's DurableResults by the app's name, for unpickling
+_BY_APP_NAME: weakref.WeakValueDictionary[str | None, DurableResults] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def _unpickle_results(main: str | None) -> Any:
+    found = _BY_APP_NAME.get(main)
+    if found is not None:
+        return found
+    from celery import current_app
+
+    return current_app.backend
+
+
 class DurableResults:
     """The app's result backend, with durable tasks' results kept in the durable store.
 
@@ -55,6 +71,13 @@ class DurableResults:
         self._durable = durable
         self._local = threading.local()
         self._not_durable: OrderedDict[str, None] = OrderedDict()
+        _BY_APP_NAME[durable.app.main] = self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A pickled ``AsyncResult``/``GroupResult`` carries its backend: unpickled, it is
+        this process's ``DurableResults`` of an app of the same name (else the current
+        app's backend), as Celery's own backends come back through their app."""
+        return _unpickle_results, (self._durable.app.main,)
 
     @property
     def fallback(self) -> Any:
@@ -209,7 +232,7 @@ class DurableResults:
     def wait_for(self, task_id: str, timeout: float | None = None, **kw: Any) -> Any:
         """Poll the store (as the durable handles do: 10 ms, doubling up to ``interval``)."""
         if self._meta(task_id) is None:
-            return self.fallback.wait_for(task_id, timeout=timeout, **kw)
+            return self._wait_in_fallback(task_id, timeout, kw.get("interval"))
         clock = self._durable.runtime.clock
         until = None if timeout is None else clock.monotonic() + timeout
         pause, interval = 0.01, float(kw.get("interval") or 0.5)
@@ -221,6 +244,16 @@ class DurableResults:
                 raise CeleryTimeoutError("The operation timed out.")
             clock.sleep(pause if until is None else min(pause, max(0.0, until - clock.monotonic())))
             pause = min(pause * 2, interval)
+
+    def _wait_in_fallback(self, task_id: str, timeout: float | None, interval: Any) -> Any:
+        """Another task's result, from the configured backend: a polling one waits as it
+        does; an asynchronous one (Redis, RPC: no ``wait_for``) through its result."""
+        fallback = self.fallback
+        if hasattr(fallback, "wait_for"):
+            return fallback.wait_for(task_id, timeout=timeout, interval=interval or 0.5)
+        result = self._durable.app.AsyncResult(task_id, backend=fallback)
+        result.get(timeout=timeout, interval=interval or 0.5, propagate=False)
+        return fallback.get_task_meta(task_id)
 
     def iter_native(self, result: Any, timeout: float | None = None, **kw: Any) -> Any:
         """``GroupResult.get()``: members that are durable tasks are read from the store, one

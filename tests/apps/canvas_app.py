@@ -96,8 +96,8 @@ def errback(*args: Any) -> None:
 
 
 @app.task(shared=False)
-def plain_square(x: int) -> int:
-    record_named(f"plain:{x}", "plain")
+def plain_square(x: int, key: str = "plain") -> int:
+    record_named(f"plain:{x}", key)
     return x * x
 
 

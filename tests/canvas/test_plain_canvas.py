@@ -3,6 +3,7 @@ made of plain tasks they behave as Celery's own."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from celery import chord, group
@@ -11,10 +12,30 @@ from tests.apps import canvas_app as ca
 from tests.conftest import wait_for
 
 
-def test_plain_group_of_durable_steps_starts_and_runs(two_workers: Any) -> None:
-    """The bug: group(...).apply_async() raised 'Producer is not JSON serializable'."""
-    result = group(ca.member.s(1), ca.member.s(2), ca.member.s(3)).apply_async()
-    assert result.get(timeout=30) == [1, 4, 9]
+def test_plain_group_of_durable_steps_is_one_durable_canvas(two_workers: Any) -> None:
+    """The bug: group(...).apply_async() raised 'Producer is not JSON serializable'. Now
+    the group is recorded whole under its group id (``result.id``), a chain member too."""
+    members = [ca.member.s(1), ca.first.s(2) | ca.member.s(), ca.member.s(4)]
+    result = group(members).apply_async()
+    assert result.get(timeout=30) == [1, 9, 16]
+    handle = ca.durable.retrieve_workflow(result.id)
+    assert handle.get_result(timeout=30) == [1, 9, 16]
+    steps = ca.durable.list_workflow_steps(result.id)
+    assert [(s.stage, s.member) for s in steps] == [(0, 0), (0, 1), (0, 2)]
+    assert ca.effects(result.id) == {"member:1": 1, "member:4": 1}
+    assert ca.effects(f"{result.id}:1") == {"first": 1, "member:3": 1}  # the chain member
+
+
+def test_plain_group_with_a_plain_task_is_celerys_group(two_workers: Any) -> None:
+    """Each durable member then starts as its own durable workflow, as outside a group."""
+    key = f"mixed-{uuid.uuid4().hex[:8]}"
+    result = group(ca.member.s(4), ca.plain_square.s(5, key)).apply_async()
+    assert result.get(timeout=30) == [16, 25]
+    assert ca.effects(key) == {"plain:5": 1}
+    assert ca.durable.get_workflow_status(result.id) is None
+    member_id = result.results[0].id
+    assert ca.durable.get_workflow_status(member_id).status == "SUCCESS"  # type: ignore[union-attr]
+    assert ca.effects(member_id) == {"member:4": 1}
 
 
 def test_plain_chord_of_non_durable_tasks_is_celerys_own(two_workers: Any) -> None:

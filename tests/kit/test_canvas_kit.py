@@ -3,6 +3,7 @@ the stage decision, crashes after a member's checkpoint, duplicates, failure and
 
 from __future__ import annotations
 
+import pickle
 from collections import Counter
 from collections.abc import Callable
 
@@ -107,3 +108,42 @@ def test_a_chains_errback_on_every_task_is_sent_once(kit: DurableTestKit) -> Non
         handle.get_result(timeout=1)
     assert bodies["errback"] == 1
     assert bodies["total"] == 0
+
+
+@app.task(shared=False)
+def plain_double(x: int) -> int:
+    bodies[f"plain_double:{x}"] += 1
+    return 2 * x
+
+
+def test_a_plain_group_is_one_canvas_under_its_group_id(kit: DurableTestKit) -> None:
+    """``group(...).apply_async()`` of durable steps (a chain among them): recorded whole
+    under ``result.id``, each member once, outputs in member order."""
+    result = group(square.s(3), chain(square.s(1), square.s()), square.s(2)).apply_async()
+    assert result.get(timeout=1) == [9, 1, 4]
+    handle = durable.retrieve_workflow(result.id)
+    assert handle.get_result(timeout=1) == [9, 1, 4]
+    steps = durable.list_workflow_steps(result.id)
+    assert [(s.stage, s.member) for s in steps] == [(0, 0), (0, 1), (0, 2)]
+    assert bodies == {"square:3": 1, "square:1": 2, "square:2": 1}  # square(1), square(1)
+
+
+def test_a_plain_groups_result_pickles_and_is_rebuilt_from_its_id(kit: DurableTestKit) -> None:
+    """The app's GroupResult class is the library's subclass: a result still pickles
+    (Celery rebuilds it through the app) and ``GroupResult.restore`` is untouched."""
+    result = group(square.s(x) for x in range(3)).apply_async()
+    again = pickle.loads(pickle.dumps(result))
+    assert again.id == result.id and again.get(timeout=1) == [0, 1, 4]
+    assert sum(bodies.values()) == 3
+
+
+def test_a_plain_group_with_a_plain_task_starts_each_durable_member_alone(
+    kit: DurableTestKit,
+) -> None:
+    """Celery's own group then (the plain task was published as Celery does): each
+    durable member its own workflow, as outside a group; nothing under the group id."""
+    result = group(square.s(2), plain_double.s(5), square.s(3)).apply_async()
+    square_ids = [result.results[0].id, result.results[2].id]
+    assert [durable.retrieve_workflow(i).get_result(timeout=1) for i in square_ids] == [4, 9]
+    assert durable.get_workflow_status(result.id) is None
+    assert bodies["square:2"] == 1 and bodies["square:3"] == 1
