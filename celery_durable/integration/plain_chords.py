@@ -10,12 +10,14 @@ and publishes its members. If a member that is not a durable step is published (
 behaviour: its machinery is set up then, and the members held are sent as Celery would.
 A chain in the header comes as its first task's ``apply_async`` (its last task carries the
 chord's options); a chord in the header opens a chord of its own, whose body names the
-outer chord: once whole, it is held as one nested member of the outer one.
+outer chord: once whole, it is held as one nested member of the outer one. A chord that
+turns out to be Celery's takes with it the held chords it is a member of and those in its
+header (each callback must count in a Celery chord), and a chord in the header of a chord
+that is Celery's from the start is Celery's own.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,8 +28,6 @@ from celery.signals import before_task_publish
 
 from .canvas import FlatStage, Member, Nested, canvas_stages, members, start_canvas
 from .chains import STEP_KINDS
-
-log = logging.getLogger("celery_durable.canvas")
 
 if TYPE_CHECKING:
     from .durable import Durable
@@ -42,6 +42,15 @@ class _Pending:
     within: tuple[str, int] | None = None  # a chord in this held chord's header, at this index
     celery: bool = False  # a plain member was seen: Celery's own chord from then on
     sized: bool = False  # Celery has announced the last member (set_chord_size)
+
+
+@dataclass(frozen=True)
+class _HeldChord(Nested):
+    """A chord of a held chord's header, held whole: sent as Celery's own (from what was
+    held) if the outer chord turns out to be Celery's."""
+
+    group_id: str
+    pending: _Pending
 
 
 class PendingChords:
@@ -68,6 +77,8 @@ class PendingChords:
         within = None
         if outer != group_id and self.holds(outer):
             within = (outer, int(body_sig.options.get("group_index") or 0))
+        elif body_sig.options.get("chord"):  # in the header of a chord that is Celery's
+            return False  # Celery's own too: its callback must count in the outer chord
         with self._lock:
             self._chords[group_id] = _Pending(len(results), stages, args, within=within)
         return True
@@ -96,7 +107,7 @@ class PendingChords:
         header = [pending.members[i] for i in sorted(pending.members)]
         stages = [(members(self.durable.app, header, "chord's header"), True), *pending.body]
         if pending.within is not None:  # a chord in a held chord's header: one member of it
-            self._hold(*pending.within, Nested(stages))
+            self._hold(*pending.within, _HeldChord(stages, group_id, pending))
         else:
             start_canvas(self.durable, stages, group_id)
 
@@ -116,23 +127,36 @@ class PendingChords:
         """A member that is not a durable step: the chord is Celery's own after all."""
         group_id = str((headers or {}).get("group") or "")
         task = self.durable.app.tasks.get(sender or "")
-        if not self.holds(group_id) or getattr(task, "durable_kind", None) in STEP_KINDS:
-            return
+        if self.holds(group_id) and getattr(task, "durable_kind", None) not in STEP_KINDS:
+            self._give_to_celery(group_id)
+
+    def _give_to_celery(self, group_id: str) -> None:
+        """This held chord is Celery's own from now on; so are the held chords it is a
+        member of, and those in its header (a callback of either must count in a chord
+        of Celery's)."""
         with self._lock:
-            pending = self._chords[group_id]
+            pending = self._chords.get(group_id)
+            if pending is None or pending.celery:
+                return
             pending.celery = True
             if pending.sized:
                 del self._chords[group_id]
-        fallback = self.durable.app.backend.fallback
+            inner = [g for g, p in self._chords.items() if p.within and p.within[0] == group_id]
+        if pending.within is not None:
+            self._give_to_celery(pending.within[0])  # set up before this one's members run
+        self._send_as_celery(group_id, pending)
+        for g in inner:
+            self._give_to_celery(g)
+
+    def _send_as_celery(self, group_id: str, pending: _Pending) -> None:
+        """Celery's chord state set up, the held members sent as they would have been (a
+        chord held whole in the header: the same, one level down)."""
+        backend = self.durable.app.backend
         header_result_args, body, kw = pending.apply_chord
-        fallback.apply_chord(header_result_args, body, **kw)
-        fallback.set_chord_size(group_id, pending.size)
-        for sig in pending.members.values():  # sent as they would have been
-            if isinstance(sig, Nested):  # recorded whole already: Celery cannot take it back
-                log.error(
-                    "chord %s mixes plain tasks with a durable chord in its header: not"
-                    " supported (use durable.chord for the inner one); it will not complete",
-                    group_id,
-                )
-                continue
-            sig.apply_async()
+        backend.apply_celery_chord(header_result_args, body, **kw)
+        backend.fallback.set_chord_size(group_id, pending.size)
+        for member in pending.members.values():
+            if isinstance(member, _HeldChord):
+                self._send_as_celery(member.group_id, member.pending)
+            elif isinstance(member, Signature):
+                member.apply_async()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import states
 from celery.backends.base import DisabledBackend
+from celery.canvas import maybe_signature
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from ..errors import AwaitedWorkflowCancelled, AwaitedWorkflowMaxRecoveryAttemptsExceeded
@@ -71,6 +72,9 @@ class DurableResults:
         self._durable = durable
         self._local = threading.local()
         self._not_durable: OrderedDict[str, None] = OrderedDict()
+        # callbacks of Celery's own chords that are durable steps: unknown to the store
+        # until Celery starts them, and never in the configured backend
+        self._durable_later: OrderedDict[str, None] = OrderedDict()
         _BY_APP_NAME[durable.app.main] = self
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -143,6 +147,19 @@ class DurableResults:
             header_result_args, body, **kw
         ):
             return None
+        return self.apply_celery_chord(header_result_args, body, **kw)
+
+    def apply_celery_chord(self, header_result_args: Any, body: Any, **kw: Any) -> Any:
+        """Celery's own chord, set up in the configured backend. A callback that is a durable
+        step is recorded only when Celery starts it: its id is read from the store until
+        then (it writes no result anywhere else)."""
+        sig = maybe_signature(body, app=self._durable.app)
+        task = self._durable.app.tasks.get(getattr(sig, "task", None) or "")
+        durable_step = getattr(task, "durable_kind", None) is not None
+        if durable_step and getattr(sig, "subtask_type", None) is None and sig.id:
+            self._durable_later[sig.id] = None
+            if len(self._durable_later) > _NOT_DURABLE_CACHE:
+                self._durable_later.popitem(last=False)
         return self.fallback.apply_chord(header_result_args, body, **kw)
 
     def ensure_chords_allowed(self) -> None:
@@ -169,6 +186,8 @@ class DurableResults:
         if step is not None:
             return _meta(task_id, _STEP_STATES[StepState(step.status)], step.output, step.error)
         record = runtime.store.get_workflow(task_id)
+        if record is None and task_id in self._durable_later:
+            return None  # not started yet: asked again
         if record is None or record.kind == WorkflowKind.CHAIN:
             self._remember_not_durable(task_id)
             return None
@@ -222,8 +241,12 @@ class DurableResults:
     def get_result(self, task_id: str) -> Any:
         return self.get_task_meta(task_id)["result"]
 
+    def _elsewhere(self, task_id: str) -> bool:
+        """Whether the id's result is the configured backend's to give (not the store's)."""
+        return self._meta(task_id) is None and task_id not in self._durable_later
+
     def wait_for_pending(self, result: Any, timeout: float | None = None, **kw: Any) -> Any:
-        if self._meta(result.id) is None:
+        if self._elsewhere(result.id):
             return self.fallback.wait_for_pending(result, timeout=timeout, **kw)
         meta = self.wait_for(result.id, timeout=timeout, interval=kw.get("interval", 0.5))
         result._maybe_set_cache(meta)
@@ -231,7 +254,7 @@ class DurableResults:
 
     def wait_for(self, task_id: str, timeout: float | None = None, **kw: Any) -> Any:
         """Poll the store (as the durable handles do: 10 ms, doubling up to ``interval``)."""
-        if self._meta(task_id) is None:
+        if self._elsewhere(task_id):
             return self._wait_in_fallback(task_id, timeout, kw.get("interval"))
         clock = self._durable.runtime.clock
         until = None if timeout is None else clock.monotonic() + timeout
@@ -259,7 +282,7 @@ class DurableResults:
         """``GroupResult.get()``: members that are durable tasks are read from the store, one
         by one; a group of other tasks only is joined by the configured backend."""
         ids = [r.id for r in result.results]
-        if all(self._meta(task_id) is None for task_id in ids):
+        if all(self._elsewhere(task_id) for task_id in ids):
             yield from self.fallback.iter_native(result, timeout=timeout, **kw)
             return
         for task_id in ids:

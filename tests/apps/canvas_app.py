@@ -102,6 +102,13 @@ def plain_square(x: int, key: str = "plain") -> int:
 
 
 @app.task(shared=False)
+def plain_collect(values: list[Any], key: str) -> list[Any]:
+    """A plain Celery callback: counts its runs under ``key``, returns what it got."""
+    record_named("plain_collect", key)
+    return list(values)
+
+
+@app.task(shared=False)
 def plain_sum(values: list[int]) -> int:
     record_named("plain_sum", "plain")
     return sum(values)

@@ -9,7 +9,6 @@ from typing import Any
 from celery import chord, group
 
 from tests.apps import canvas_app as ca
-from tests.conftest import wait_for
 
 
 def test_plain_group_of_durable_steps_is_one_durable_canvas(two_workers: Any) -> None:
@@ -67,6 +66,29 @@ def test_plain_chord_mixing_plain_and_durable_members_is_celerys_own(two_workers
     """A member that is not a durable step: Celery's chord machinery, as before (its
     callback, a durable step, is started by Celery's chord counter when both are done)."""
     result = chord([ca.member.s(5), ca.plain_square.s(6)], ca.total.s()).apply_async()
-    wait_for(lambda: ca.durable.store.find_step_by_task_id(result.id) is not None)
+    assert result.get(timeout=30) == [25, 36]  # read from the store once Celery starts it
     assert ca.durable.retrieve_workflow(result.id).get_result(timeout=30) == [25, 36]
     assert ca.durable.get_workflow_status(result.parent.id) is None
+
+
+def test_plain_chord_mixing_a_plain_task_and_a_durable_chord_is_celerys_own(
+    two_workers: Any,
+) -> None:
+    """The durable outer callback was held with the inner chord until the plain task
+    showed the outer chord is Celery's: both are then Celery's chords, and complete."""
+    key = f"mixed-{uuid.uuid4().hex[:8]}"
+    inner = chord([ca.member.s(1), ca.member.s(2)], ca.total.s())
+    result = chord([ca.plain_square.s(3, key), inner], ca.total.s()).apply_async()
+    assert result.get(timeout=30) == [9, [1, 4]]
+    assert ca.effects(key) == {"plain:3": 1}
+    assert ca.durable.get_workflow_status(result.parent.id) is None  # not a durable canvas
+
+
+def test_a_durable_chord_in_the_header_of_a_plain_callbacks_chord_is_celerys_own(
+    two_workers: Any,
+) -> None:
+    key = f"plain-cb-{uuid.uuid4().hex[:8]}"
+    inner = chord([ca.member.s(5), ca.member.s(6)], ca.total.s())
+    result = chord([inner, ca.member.s(7)], ca.plain_collect.s(key)).apply_async()
+    assert result.get(timeout=30) == [[25, 36], 49]
+    assert ca.effects(key) == {"plain_collect": 1}
