@@ -26,7 +26,7 @@ app.conf.durable_recovery_interval = None  # the tests run the sweep themselves
 
 BASE = os.environ.get("DURABLE_TEST_QUEUE", "celery")
 q3 = durable.queue(f"{BASE}-q3", concurrency=3)
-rate = durable.queue(f"{BASE}-rate", limiter=(3, 1.0))
+rate = durable.queue(f"{BASE}-rate", limiter=(5, 2.0))
 prio = durable.queue(f"{BASE}-prio", concurrency=1, priority_enabled=True)
 free = durable.queue(f"{BASE}-free")
 crash = durable.queue(f"{BASE}-crash", concurrency=3)
