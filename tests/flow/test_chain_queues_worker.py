@@ -84,3 +84,25 @@ def test_a_sigkilled_worker_keeps_its_chain_steps_slots_until_recovery(tmp_path)
     assert max_overlap(charged) <= 2
     assert len(charged) == 7  # each chain's charge once, the 2 killed ones twice
     assert sum(1 for _, k, *_ in seen if k.endswith(":done")) == 5
+
+
+def test_worker_concurrency_bounds_each_workers_chain_steps() -> None:
+    """charge sent to a worker_concurrency=1 queue: each of the three workers admits for
+    itself and runs one charge at a time (its own queue <name>@<executor id>)."""
+    from tests.apps.flow_app import per_worker
+
+    key = f"chw-{uuid.uuid4().hex[:6]}-"
+    results = [
+        chain(
+            prep.s(f"{key}{i}", 0.0), charge.s(0.3).set(queue=per_worker.name), done.s(0.0)
+        ).apply_async()
+        for i in range(9)
+    ]
+    ids = [r.parent.parent.id for r in results]
+    wait_for(lambda: finished(ids), timeout=40)
+    charged = [(w, s, e) for _, k, w, s, e in runs(key) if k.endswith(":charge")]
+    assert len(charged) == 9
+    workers = {w for w, _, _ in charged}
+    for worker in workers:
+        assert max_overlap([(s, e) for w, s, e in charged if w == worker and e]) == 1, worker
+    assert len(workers) >= 2
