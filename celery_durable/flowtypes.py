@@ -40,6 +40,17 @@ class QueueEntry:
 
 
 @dataclass(frozen=True)
+class ChainRoute:
+    """Where a chain goes as a step's checkpoint commits, when a durable queue is involved:
+    with ``entry``, its next step waits for admission in ``entry.queue`` (the chain row
+    ENQUEUED, waiting, in that queue); without, the chain leaves its durable queue (its
+    slot is free) and its ``queue`` column becomes ``queue``, the next step's Celery queue."""
+
+    queue: str | None
+    entry: QueueEntry | None = None
+
+
+@dataclass(frozen=True)
 class QueueStats:
     """One queue as operators see it: workflows running (admitted and active), waiting,
     the oldest waiting one's enqueue time, and starts in the current limiter window."""

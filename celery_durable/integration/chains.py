@@ -20,6 +20,7 @@ from ..runtime.chains import (
 )
 from ..runtime.options import current_timeout, take_workflow_id
 from ..types import ChainOutcome, WorkflowKind
+from .chain_queues import admit_routed, mark_links, route_after
 from .publisher import DURABLE_HEADER, STEP_HEADER, durable_headers, send
 
 if TYPE_CHECKING:
@@ -51,12 +52,19 @@ def _stored(sig: Signature) -> dict[str, Any]:
 
 
 def start_chain(
-    task: DurableTask, args: Any, kwargs: Any, task_id: str | None, options: dict[str, Any]
+    task: DurableTask,
+    args: Any,
+    kwargs: Any,
+    task_id: str | None,
+    options: dict[str, Any],
+    priority: int | None = None,
 ) -> Any:
     """Record a chain whose first link is ``task`` (as Celery's chain publishes it), then send it.
 
     ``options["chain"]`` holds the later links, last first, as Celery passes them.
-    A chain with a non-durable link (or a group) is sent as a plain Celery chain.
+    A chain with a non-durable link (or a group) is sent as a plain Celery chain. A first
+    link routed to a durable queue waits there for admission (with ``priority``), which
+    publishes it (chain_queues.py).
     """
     # Celery's chain passes copies it made for this call: used as they are, not cloned again
     links: list[Signature] = [
@@ -78,7 +86,7 @@ def start_chain(
         task.durable.pending_groups.hold(
             place,
             chain(first, *later) if links else first,
-            lambda: start_chain(task, args, kwargs, first_id, alone),
+            lambda: start_chain(task, args, kwargs, first_id, alone, priority),
         )
         return task.AsyncResult(first_id)
     if not all(_is_durable_step(task.app, s) for s in later):
@@ -94,6 +102,7 @@ def start_chain(
             **(sig.options.get("headers") or {}),
             **durable_headers(workflow_id, i),
         }
+    queues = mark_links(task.durable, [first, *later])  # (all None: no durable queue)
     specs = [
         ChainStepSpec(
             s.task,
@@ -106,14 +115,17 @@ def start_chain(
     for spec, sig in zip(specs, [first, *later], strict=True):
         sig.options["task_id"] = spec.task_id
     runtime = task.durable.runtime
+    wait_in = queues[0].spec if queues[0] is not None else None
     _record, created = record_chain(
         runtime,
         workflow_id,
         specs,
         max_recovery_attempts=runtime.settings.default_max_recovery_attempts,
         timeout=current_timeout(),
+        wait_in=wait_in,
+        priority=priority or 0,
     )
-    if not created:
+    if not created or wait_in is not None:
         return task.AsyncResult(first_id)
     headers = {**(options.pop("headers", None) or {}), **durable_headers(workflow_id, 0)}
     options.setdefault("root_id", workflow_id)
@@ -145,19 +157,23 @@ def run_step_on_worker(task: DurableTask, request: Any, args: Any, kwargs: Any) 
             raise Ignore() from None
     step_id = int(step_id)
     last = not request.chain
+    route = route_after(task.durable, request, workflow_id)
     codec = task.durable_annotations  # arguments from JSON back into their annotated types
     args, kwargs = codec.load_args(tuple(args), dict(kwargs))
     outcome = run_chain_step(
         runtime, workflow_id, step_id, task.name, task.run, args, kwargs,
         policy=task.durable_policy, last=last,
         transaction=task.durable_kind == WorkflowKind.TRANSACTION,
-        isolation_level=task.durable_isolation_level, codec=codec,
+        isolation_level=task.durable_isolation_level, codec=codec, route=route,
     )  # fmt: skip
     if outcome.outcome == ChainOutcome.SUCCESS:
+        if route is not None:
+            admit_routed(task.durable, route, request)
         return outcome.value
     if (
         outcome.outcome == ChainOutcome.DONE
         and not last
+        and (route is None or route.entry is None)  # (else admission sends it)
         and next_link_looks_lost(runtime, workflow_id, step_id)
     ):
         return outcome.value  # Celery sends the next link again

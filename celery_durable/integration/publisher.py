@@ -140,9 +140,10 @@ class Republisher:
             record.name, list(data.get("args") or []), dict(data.get("kwargs") or {}), **options
         )
 
-    def open_step(self, workflow_id: str) -> bool:
+    def open_step(self, workflow_id: str, queue: str | None = None) -> bool:
         """Send the first unfinished step of a recorded chain again, with the rest of the
-        chain riding in its message as Celery sends it.
+        chain riding in its message as Celery sends it (to ``queue``, if given, instead of
+        the step's own).
 
         A step leased by a live worker keeps its lease (the new message backs off). Every
         link keeps its recorded task id, so the AsyncResults handed out at start resolve.
@@ -153,6 +154,8 @@ class Republisher:
         step, prev_output, rest = found
         stored = dict(self.runtime.serializer.loads(step.signature))
         options = dict(stored.get("options") or {})
+        if queue is not None:
+            options["queue"] = queue
         args = list(stored.get("args") or [])
         if step.step_id > 0 and not stored.get("immutable"):
             args = [prev_output, *args]

@@ -151,16 +151,21 @@ def publisher(durable: Durable) -> Any:
         found = durable_queues(durable).get(record.queue or "")
         executor_id = durable.worker_executor_id
         if found is not None and found.spec.worker_concurrency and executor_id:
-            record = replace(record, queue=private_queue(found.name, executor_id))
+            queue = private_queue(found.name, executor_id)
+            if record.kind == WorkflowKind.CHAIN:  # a chain step admitted (chain_queues.py)
+                durable.republish.open_step(record.workflow_id, queue=queue)
+                return
+            record = replace(record, queue=queue)
         durable.republish(record)
 
     return publish
 
 
 def _on_task_postrun(sender: Any = None, **_: Any) -> None:
-    """A workflow of a durable queue ran (ended, or gave its slot back): admit the next."""
+    """A workflow (or chain step) of a durable queue ran (ended, or gave its slot back):
+    admit the next."""
     durable: Durable | None = getattr(getattr(sender, "app", None), "durable", None)
-    if durable is None or getattr(sender, "durable_kind", None) != WorkflowKind.WORKFLOW:
+    if durable is None or getattr(sender, "durable_kind", None) is None:
         return
     info = getattr(sender.request, "delivery_info", None) or {}
     name = str(info.get("routing_key") or "")

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..annotations import Annotations
 from ..errors import ConflictingWorkflowError, WorkflowTimeoutError
+from ..flowtypes import ChainRoute, QueueSpec
 from ..policy import Retry, RetryPolicy
 from ..types import (
     ACTIVE_STATUSES,
@@ -19,6 +20,7 @@ from ..types import (
     WorkflowRecord,
     WorkflowState,
 )
+from .chain_queues import enqueue_chain, stamped
 from .context import WorkflowContext, sql_session, step_scope
 from .runtime import Runtime
 from .tracing import current_trace_context
@@ -53,8 +55,12 @@ def record_chain(
     *,
     max_recovery_attempts: int | None = None,
     timeout: float | None = None,
+    wait_in: QueueSpec | None = None,
+    priority: int = 0,
 ) -> tuple[WorkflowRecord, bool]:
-    """Store the chain and its ordered step signatures before anything is published."""
+    """Store the chain and its ordered step signatures before anything is published.
+    ``wait_in``: the first step's durable queue, where it waits for admission (with
+    ``priority``); what the recording admitted is published (chain_queues.py)."""
     ser = runtime.serializer
     name = f"chain:{specs[0].name}"
     encoded = [
@@ -86,6 +92,8 @@ def record_chain(
         )
         for i, spec in enumerate(specs)
     ]
+    if wait_in is not None:
+        return enqueue_chain(runtime, record, steps, wait_in, priority)
     for _ in range(3):  # an existing row may be deleted meanwhile (its publish failed)
         if runtime.store.insert_chain(record, steps):
             return record, True
@@ -111,9 +119,11 @@ def run_chain_step(
     transaction: bool = False,
     isolation_level: str | None = None,
     codec: Annotations | None = None,
+    route: ChainRoute | None = None,
 ) -> ChainStepResult:
     """Lease the step, run one attempt, and commit its output (the next step is then due).
-    With ``codec`` an annotated output is stored, and handed on, as JSON-able data."""
+    With ``codec`` an annotated output is stored, and handed on, as JSON-able data; a
+    ``route`` moves the chain into or out of a durable queue with the checkpoint."""
     if codec is not None:
         body = fn
         fn = lambda *a, **kw: codec.dump_result(body(*a, **kw))  # noqa: E731
@@ -121,6 +131,7 @@ def run_chain_step(
     ctx = WorkflowContext(workflow_id, name, executor_id, in_step=True)
     if transaction:
         run = _LeasedTransaction(runtime, ctx, step_id, fn, args, kwargs, policy, last)
+        run.route = route
         return run(isolation_level)
     claimed = runtime.store.claim_chain_step(
         workflow_id, step_id, name, executor_id, runtime.stale_before_ms
@@ -134,7 +145,7 @@ def run_chain_step(
             value = fn(*args, **kwargs)
             output = runtime.serializer.dumps(value, what=f"the output of step {name!r}")
             committed = runtime.store.finish_chain_step(
-                workflow_id, step_id, lease, output, attempt + 1, last
+                workflow_id, step_id, lease, output, attempt + 1, last, stamped(runtime, route)
             )
         except Exception as exc:
             return _failed(runtime, claimed, lease, policy, attempt, exc)
@@ -166,6 +177,7 @@ class _LeasedTransaction:
         self.runtime, self.ctx, self.step_id = runtime, ctx, step_id
         self.fn, self.args, self.kwargs, self.policy, self.last = fn, args, kwargs, policy, last
         self.leased: StepRecord | None = None
+        self.route: ChainRoute | None = None
 
     def start(self, tx: Any) -> bool:
         ctx = self.ctx
@@ -190,7 +202,7 @@ class _LeasedTransaction:
         output = self.runtime.serializer.dumps(value, what=f"the output of {self.ctx.name!r}")
         return self.runtime.store.complete_chain_step(
             tx, self.ctx.workflow_id, self.step_id, self.leased.lease_id or "", output,
-            self.leased.attempts + 1, self.last,
+            self.leased.attempts + 1, self.last, stamped(self.runtime, self.route),
         )  # fmt: skip
 
     def __call__(self, isolation_level: str | None) -> ChainStepResult:

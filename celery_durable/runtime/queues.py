@@ -10,12 +10,12 @@ queue when nothing is due) covers delays, limiter windows and cancellations.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from ..errors import ConflictingWorkflowError, DuplicateWorkflowError
 from ..flowtypes import WAIT_FOR_ADMISSION_MS, QueueEntry, QueueSpec
-from ..types import WorkflowRecord
+from ..types import StepRecord, WorkflowRecord
 from .enqueue_options import EnqueueOptions
 from .runtime import Runtime, log
 from .workflows import StartRequest, build_record
@@ -56,13 +56,26 @@ def enqueue(
         enqueued_at_ms=record.created_at_ms,
         not_before_ms=record.created_at_ms + delay_ms,
     )
-    result = runtime.store.enqueue_workflow(record, entry, spec)
+    return record_waiting(runtime, record, entry, spec)
+
+
+def record_waiting(
+    runtime: Runtime,
+    record: WorkflowRecord,
+    entry: QueueEntry,
+    spec: QueueSpec,
+    chain_steps: Sequence[StepRecord] = (),
+) -> tuple[WorkflowRecord, bool]:
+    """Write ``record`` (a chain: with its steps) waiting in ``spec``'s queue with
+    ``entry``, and publish whatever this admitted; an existing id of the same name is
+    returned as it is (with False), another name or a held deduplication id raises."""
+    result = runtime.store.enqueue_workflow(record, entry, spec, chain_steps)
     if result.duplicate_of is not None:
-        assert options.deduplication_id is not None
-        raise DuplicateWorkflowError(options.deduplication_id, result.duplicate_of, spec.name)
+        assert entry.deduplication_id is not None
+        raise DuplicateWorkflowError(entry.deduplication_id, result.duplicate_of, spec.name)
     assert result.record is not None
-    if result.record.name != request.name:
-        raise ConflictingWorkflowError(request.workflow_id, result.record.name, request.name)
+    if result.record.name != record.name:
+        raise ConflictingWorkflowError(record.workflow_id, result.record.name, record.name)
     publish(runtime, result.admitted)
     return result.record, result.created
 

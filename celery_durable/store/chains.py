@@ -6,11 +6,24 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    and_,
+    bindparam,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 
+from ..flowtypes import WAIT_FOR_ADMISSION_MS, ChainRoute
 from ..types import ExecutorState, StepRecord, StepState, WorkflowRecord, WorkflowState
 from .base import StoreBase
 from .hot import HotTransaction
+from .queues import route_chain
 from .statements import INSERT_STEP, INSERT_WORKFLOW, ended_values, one_of
 from .tables import executors, steps, workflows
 
@@ -101,12 +114,17 @@ class ChainQueries(StoreBase):
         output: str,
         attempts: int,
         last: bool,
+        route: ChainRoute | None = None,
     ) -> bool:
-        """In the caller's transaction: checkpoint the output; the last step ends the chain."""
-        params = _complete_params(
-            workflow_id, step_id, lease_id, output, attempts, self.clock.now_ms()
-        )
-        return _complete(conn.execute, params, last)
+        """In the caller's transaction: checkpoint the output; the last step ends the chain;
+        a ``route`` moves the chain into or out of a durable queue (queues.py)."""
+        now = self.clock.now_ms()
+        params = _complete_params(workflow_id, step_id, lease_id, output, attempts, now)
+        if not _complete(conn.execute, params, last):
+            return False
+        if route is not None and not last:
+            route_chain(conn, workflow_id, route, now)
+        return True
 
     def finish_chain_step(
         self,
@@ -116,8 +134,17 @@ class ChainQueries(StoreBase):
         output: str,
         attempts: int,
         last: bool,
+        route: ChainRoute | None = None,
     ) -> bool:
-        """Checkpoint the output under this delivery's lease (hot path); False if lost."""
+        """Checkpoint the output under this delivery's lease (hot path); False if lost. A
+        ``route`` (a durable queue involved) takes a transaction of its own, off the hot path."""
+        if route is not None and not last:
+            return self._write(
+                "finish_chain_step",
+                lambda conn: self.complete_chain_step(
+                    conn, workflow_id, step_id, lease_id, output, attempts, last, route
+                ),
+            )
         params = _complete_params(
             workflow_id, step_id, lease_id, output, attempts, self.clock.now_ms()
         )
@@ -258,11 +285,16 @@ def _build_statements() -> tuple[Any, Any, Any, Any]:
         executors.c.last_heartbeat_ms >= bindparam("stale"),
         executors.c.status == ExecutorState.RUNNING,
     )
-    # no step starts once its chain has ended or passed its deadline
+    # no step starts once its chain has ended or passed its deadline, nor while it waits
+    # for admission in a durable queue
     workflow_active = exists().where(
         workflows.c.workflow_id == wid,
         one_of(workflows.c.status, WorkflowState.ENQUEUED, WorkflowState.PENDING),
         or_(workflows.c.deadline_ms.is_(None), workflows.c.deadline_ms >= bindparam("now")),
+        or_(
+            workflows.c.wake_at_ms.is_(None),
+            workflows.c.wake_at_ms != literal(WAIT_FOR_ADMISSION_MS, BigInteger),
+        ),
     )
     claim = (
         update(steps)

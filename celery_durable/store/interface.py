@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from ..clock import Clock
+from ..flowtypes import ChainRoute
 from ..types import (
     ExecutorRecord,
     RecoveryAction,
@@ -173,7 +174,8 @@ class DurableStore(OperationsStore, QueueStore, MessagesStore, Protocol):
         self, workflow_id: str, step_id: int, name: str, executor_id: str, stale_before_ms: int
     ) -> StepRecord | None:
         """Lease a PENDING or RETRYING step (or one RUNNING under a gone executor) recorded
-        as ``name``, while its chain is active and before its deadline."""
+        as ``name``, while its chain is active, before its deadline and not waiting for
+        admission in a durable queue."""
         ...
 
     def finish_chain_step(
@@ -184,8 +186,11 @@ class DurableStore(OperationsStore, QueueStore, MessagesStore, Protocol):
         output: str,
         attempts: int,
         last: bool,
+        route: ChainRoute | None = None,
     ) -> bool:
-        """Checkpoint under the lease; the last step also ends the chain SUCCESS."""
+        """Checkpoint under the lease; the last step also ends the chain SUCCESS; with a
+        ``route`` (not the last step) the chain's next step waits in a durable queue, or the
+        chain leaves one, in the same transaction."""
         ...
 
     def complete_chain_step(
@@ -197,6 +202,7 @@ class DurableStore(OperationsStore, QueueStore, MessagesStore, Protocol):
         output: str,
         attempts: int,
         last: bool,
+        route: ChainRoute | None = None,
     ) -> bool:
         """``finish_chain_step`` inside ``run_transaction_step``'s transaction ``tx``."""
         ...

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
 from ..clock import SYSTEM_CLOCK, Clock
+from ..flowtypes import ChainRoute
 from ..types import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -307,11 +308,18 @@ class MemoryStore(MemoryQueues, MemoryChildren, MemoryMessages, MemoryCanvas, Me
             return True
 
     def finish_chain_step(
-        self, workflow_id: str, step_id: int, lease_id: str, output: str, attempts: int, last: bool
+        self,
+        workflow_id: str,
+        step_id: int,
+        lease_id: str,
+        output: str,
+        attempts: int,
+        last: bool,
+        route: ChainRoute | None = None,
     ) -> bool:
         with self.atomic() as tx:
             return self.complete_chain_step(
-                tx, workflow_id, step_id, lease_id, output, attempts, last
+                tx, workflow_id, step_id, lease_id, output, attempts, last, route
             )
 
     def complete_chain_step(
@@ -323,8 +331,10 @@ class MemoryStore(MemoryQueues, MemoryChildren, MemoryMessages, MemoryCanvas, Me
         output: str,
         attempts: int,
         last: bool,
+        route: ChainRoute | None = None,
     ) -> bool:
-        """Checkpoint the output if the lease still holds; the last step ends the chain."""
+        """Checkpoint the output if the lease still holds; the last step ends the chain; a
+        ``route`` moves the chain into or out of a durable queue."""
         if not self._under_lease(
             tx, workflow_id, step_id, lease_id,
             status=StepState.SUCCESS, output=output, attempts=attempts,
@@ -333,6 +343,8 @@ class MemoryStore(MemoryQueues, MemoryChildren, MemoryMessages, MemoryCanvas, Me
             return False
         if last:
             self._end_chain(tx, workflow_id, status=WorkflowState.SUCCESS, output=output)
+        elif route is not None:
+            self._route_chain(tx, workflow_id, route)
         return True
 
     def _end_chain(

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ..flowtypes import WAIT_FOR_ADMISSION_MS
 from ..types import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -112,6 +113,8 @@ class MemoryClaims(MemoryTables):
             return None
         if w.status not in ACTIVE_STATUSES or (w.deadline_ms is not None and w.deadline_ms < now):
             return None  # no step starts once its chain ended or passed its deadline
+        if w.wake_at_ms == WAIT_FOR_ADMISSION_MS:
+            return None  # nor while it waits for admission in a durable queue
         free = s.status in (StepState.PENDING, StepState.RETRYING) or (
             s.status == StepState.RUNNING and not self._live(s.executor_id, stale_before_ms)
         )

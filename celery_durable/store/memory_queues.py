@@ -9,14 +9,16 @@ from dataclasses import replace
 from ..clock import Clock
 from ..flowtypes import (
     WAIT_FOR_ADMISSION_MS,
+    ChainRoute,
     Enqueued,
     QueueEntry,
     QueueSpec,
     QueueStats,
     ScheduleState,
 )
-from ..types import ACTIVE_STATUSES, WorkflowRecord, WorkflowState
+from ..types import ACTIVE_STATUSES, StepRecord, WorkflowRecord, WorkflowState
 from .memory_operations import MemoryOperations
+from .memory_tables import MemoryTransaction
 from .queues import ADMIT_BATCH, LEFT
 
 
@@ -33,7 +35,9 @@ class MemoryQueues(MemoryOperations):
 
     def __init__(self, clock: Clock) -> None:
         super().__init__(clock)
-        self._entries: dict[str, QueueEntry] = {}
+        # seq -> entry, in FIFO order (a chain has one entry per step it routes to a queue)
+        self._entries: dict[int, QueueEntry] = {}
+        self._seq = 0
         self._schedules: dict[str, ScheduleState] = {}
         self._versions: dict[str, int] = {}
 
@@ -41,7 +45,11 @@ class MemoryQueues(MemoryOperations):
         return w.queue == queue and w.status in ACTIVE_STATUSES and not _waiting(w)
 
     def enqueue_workflow(
-        self, record: WorkflowRecord, entry: QueueEntry, spec: QueueSpec
+        self,
+        record: WorkflowRecord,
+        entry: QueueEntry,
+        spec: QueueSpec,
+        chain_steps: Sequence[StepRecord] = (),
     ) -> Enqueued:
         with self._lock:
             if entry.deduplication_id is not None:
@@ -57,8 +65,11 @@ class MemoryQueues(MemoryOperations):
                         return Enqueued(None, False, duplicate_of=other.workflow_id)
             existing = self._workflows.get(record.workflow_id)
             if existing is None:
-                self._workflows[record.workflow_id] = record
-                self._entries[record.workflow_id] = entry
+                with self.atomic() as tx:
+                    tx.put_workflow(record)
+                    for s in chain_steps:
+                        tx.put_step(s)
+                self._add_entry(entry)
             admitted = self._admit(spec, None)
             stored = existing or self._workflows[record.workflow_id]
             return Enqueued(stored, existing is None, admitted=tuple(admitted))
@@ -113,7 +124,32 @@ class MemoryQueues(MemoryOperations):
             state = self._schedules.get(name, ScheduleState(name))
             self._schedules[name] = replace(state, paused=paused)
 
+    def _route_chain(self, tx: MemoryTransaction, workflow_id: str, route: ChainRoute) -> None:
+        """See ``store.queues.route_chain`` (staged in ``tx``; the entry written at once)."""
+        w = tx.workflow(workflow_id)
+        if w is None or w.status not in ACTIVE_STATUSES:
+            return
+        now = self.clock.now_ms()
+        if route.entry is None:
+            tx.put_workflow(w, queue=route.queue, updated_at_ms=now)
+            return
+        tx.put_workflow(
+            w,
+            queue=route.entry.queue,
+            status=WorkflowState.ENQUEUED,
+            wake_at_ms=WAIT_FOR_ADMISSION_MS,
+            updated_at_ms=now,
+        )
+        for seq, e in self._entries.items():
+            if e.workflow_id == workflow_id and e.executor_id is not None:
+                self._entries[seq] = replace(e, executor_id=None)
+        self._add_entry(route.entry)
+
     # under the lock -------------------------------------------------------
+    def _add_entry(self, entry: QueueEntry) -> None:
+        self._seq += 1
+        self._entries[self._seq] = entry
+
     def _window_starts(self, spec: QueueSpec) -> int:
         assert spec.limiter is not None
         since = self.clock.now_ms() - int(spec.limiter[1] * 1000)
@@ -146,18 +182,21 @@ class MemoryQueues(MemoryOperations):
         if free <= 0:
             return []
         candidates = []
-        for e in self._entries.values():
+        for seq, e in self._entries.items():
             if e.queue != spec.name or e.admitted_at_ms is not None or e.not_before_ms > now:
                 continue
-            if _waiting(self._workflows.get(e.workflow_id)):
-                candidates.append(e)
+            w = self._workflows.get(e.workflow_id)
+            if _waiting(w) and w is not None and w.queue == spec.name:
+                candidates.append((seq, e))
             else:  # left the queue unadmitted (cancelled, timed out, resumed)
-                self._entries[e.workflow_id] = replace(e, admitted_at_ms=LEFT)
-        candidates.sort(key=lambda e: e.priority)  # stable: FIFO within a priority
-        admitted = []
-        for e in candidates[:free]:
-            self._entries[e.workflow_id] = replace(e, admitted_at_ms=now, executor_id=executor_id)
-            w = replace(self._workflows[e.workflow_id], wake_at_ms=None, updated_at_ms=now)
-            self._workflows[e.workflow_id] = w
-            admitted.append(w)
-        return admitted
+                self._entries[seq] = replace(e, admitted_at_ms=LEFT)
+        candidates.sort(key=lambda c: c[1].priority)  # stable: FIFO within a priority
+        admitted: dict[str, WorkflowRecord] = {}
+        for seq, e in candidates:
+            if e.workflow_id not in admitted and len(admitted) >= free:
+                continue
+            self._entries[seq] = replace(e, admitted_at_ms=now, executor_id=executor_id)
+            if e.workflow_id not in admitted:
+                w = replace(self._workflows[e.workflow_id], wake_at_ms=None, updated_at_ms=now)
+                self._workflows[e.workflow_id] = admitted[e.workflow_id] = w
+        return list(admitted.values())

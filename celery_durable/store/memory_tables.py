@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..clock import Clock
+from ..flowtypes import WAIT_FOR_ADMISSION_MS
 from ..types import (
     ACTIVE_STATUSES,
     NESTED_STEP,
@@ -159,6 +160,8 @@ class MemoryTables:
             if w.wake_at_ms == WAIT_FOR_CHILDREN_MS:  # its wake-up, when the children ended
                 return self._children_ended(w.workflow_id)
             return w.wake_at_ms is None or w.wake_at_ms < lost_before_ms
+        if w.wake_at_ms == WAIT_FOR_ADMISSION_MS:  # its next step waits in a durable queue
+            return False
         return self._link_lost(w.workflow_id, lost_before_ms)
 
     def _children_ended(self, parent_id: str) -> bool:

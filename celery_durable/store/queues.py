@@ -18,13 +18,14 @@ from sqlalchemy import Connection, and_, func, select, update
 
 from ..flowtypes import (
     WAIT_FOR_ADMISSION_MS,
+    ChainRoute,
     Enqueued,
     QueueEntry,
     QueueSpec,
     QueueStats,
     ScheduleState,
 )
-from ..types import ACTIVE_STATUSES, WorkflowRecord, WorkflowState
+from ..types import ACTIVE_STATUSES, StepRecord, WorkflowRecord, WorkflowState
 from .base import StoreBase
 from .tables import (
     HOLDS_SLOT_WHERE,
@@ -32,6 +33,7 @@ from .tables import (
     queue_entries,
     queues,
     schedules,
+    steps,
     workflows,
 )
 
@@ -57,15 +59,46 @@ def holds_slot(queue: str) -> Any:
     return and_(W.queue == queue, HOLDS_SLOT_WHERE)
 
 
+def route_chain(conn: Connection, workflow_id: str, route: ChainRoute, now: int) -> None:
+    """In the transaction of a chain step's checkpoint: the chain, if still active, waits
+    for admission in the queue of ``route.entry`` (with that new entry), or leaves its
+    durable queue for ``route.queue``. Its earlier entries keep their admission times (the
+    limiter's windows) but no longer name a worker (``worker_concurrency`` counts)."""
+    active = and_(W.workflow_id == workflow_id, W.status.in_(sorted(ACTIVE_STATUSES)))
+    entry = route.entry
+    if entry is None:
+        conn.execute(update(workflows).where(active).values(queue=route.queue, updated_at_ms=now))
+        return
+    waits = (
+        update(workflows)
+        .where(active)
+        .values(
+            queue=entry.queue, status=ENQUEUED, wake_at_ms=WAIT_FOR_ADMISSION_MS, updated_at_ms=now
+        )
+    )
+    if conn.execute(waits).rowcount != 1:
+        return
+    conn.execute(
+        update(queue_entries)
+        .where(E.workflow_id == workflow_id, E.executor_id.is_not(None))
+        .values(executor_id=None)
+    )
+    conn.execute(queue_entries.insert().values(**entry.__dict__))
+
+
 class QueueQueries(StoreBase):
     """The flow-control part of the SQL ``Store``."""
 
     def enqueue_workflow(
-        self, record: WorkflowRecord, entry: QueueEntry, spec: QueueSpec
+        self,
+        record: WorkflowRecord,
+        entry: QueueEntry,
+        spec: QueueSpec,
+        chain_steps: Sequence[StepRecord] = (),
     ) -> Enqueued:
-        """Insert a workflow waiting in ``spec``'s queue, unless its id exists or an active
-        workflow of that queue holds its deduplication id; then admit what fits, all in one
-        transaction."""
+        """Insert a workflow (a chain: with its ``chain_steps``) waiting in ``spec``'s queue,
+        unless its id exists or an active workflow of that queue holds its deduplication id;
+        then admit what fits, all in one transaction."""
 
         def run(conn: Connection) -> Enqueued:
             now = self.clock.now_ms()
@@ -89,6 +122,8 @@ class QueueQueries(StoreBase):
             if created:
                 values = {k: v for k, v in entry.__dict__.items()}
                 conn.execute(queue_entries.insert().values(**values))
+                if chain_steps:
+                    conn.execute(steps.insert(), [self.step_values(c) for c in chain_steps])
                 stored = record
             else:
                 found = conn.execute(select(workflows).where(W.workflow_id == record.workflow_id))
@@ -265,20 +300,26 @@ class QueueQueries(StoreBase):
             return []
         waiting = set(
             conn.execute(
-                select(W.workflow_id).where(W.workflow_id.in_(candidates), waiting_row())
+                select(W.workflow_id).where(
+                    W.workflow_id.in_(candidates), W.queue == spec.name, waiting_row()
+                )
             ).scalars()
         )
+        # (a chain has an entry per wait: only the entries still waiting are touched)
+        open_entry = and_(E.queue == spec.name, E.admitted_at_ms.is_(None))
         left = [c for c in candidates if c not in waiting]
         if left:  # cancelled (or timed out, resumed) while waiting: out of the queue
             conn.execute(
-                update(queue_entries).where(E.workflow_id.in_(left)).values(admitted_at_ms=LEFT)
+                update(queue_entries)
+                .where(E.workflow_id.in_(left), open_entry)
+                .values(admitted_at_ms=LEFT)
             )
-        ids = [c for c in candidates if c in waiting][:free]
+        ids = list(dict.fromkeys(c for c in candidates if c in waiting))[:free]
         if not ids:
             return []
         conn.execute(
             update(queue_entries)
-            .where(E.workflow_id.in_(ids))
+            .where(E.workflow_id.in_(ids), open_entry)
             .values(admitted_at_ms=now, executor_id=executor_id)
         )
         rows = conn.execute(

@@ -8,16 +8,20 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ..flowtypes import Enqueued, QueueEntry, QueueSpec, QueueStats, ScheduleState
-from ..types import WorkflowRecord
+from ..types import StepRecord, WorkflowRecord
 
 
 class QueueStore(Protocol):
     def enqueue_workflow(
-        self, record: WorkflowRecord, entry: QueueEntry, spec: QueueSpec
+        self,
+        record: WorkflowRecord,
+        entry: QueueEntry,
+        spec: QueueSpec,
+        chain_steps: Sequence[StepRecord] = (),
     ) -> Enqueued:
-        """Insert ``record`` (ENQUEUED, waiting for admission) and its queue entry unless the
-        id exists or an active workflow of the queue holds the deduplication id; then admit
-        what fits: one transaction."""
+        """Insert ``record`` (ENQUEUED, waiting for admission; a chain with its
+        ``chain_steps``) and its queue entry unless the id exists or an active workflow of
+        the queue holds the deduplication id; then admit what fits: one transaction."""
         ...
 
     def admit(self, spec: QueueSpec, executor_id: str | None = None) -> list[WorkflowRecord]:

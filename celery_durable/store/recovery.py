@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, String, and_, cast, delete, exists, func, or_, select, update
 
+from ..flowtypes import WAIT_FOR_ADMISSION_MS
 from ..types import (
     ACTIVE_STATUSES,
     NESTED_ID_SEPARATOR,
@@ -123,6 +124,8 @@ class RecoveryQueries(StoreBase):
         chain_lost = and_(
             w.c.kind == CHAIN,
             w.c.updated_at_ms < lost_before_ms,
+            # a step waiting for admission in a durable queue has no message to lose
+            or_(w.c.wake_at_ms.is_(None), w.c.wake_at_ms != WAIT_FOR_ADMISSION_MS),
             or_(retry_lost, next_lost, first_lost, child_ended),
         )
         return and_(

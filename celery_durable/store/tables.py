@@ -215,7 +215,8 @@ queue_entries = Table(
     "durable_queue_entries",
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),  # FIFO order
-    Column("workflow_id", String(255), nullable=False, unique=True),
+    # one entry per wait: a chain has one for each of its steps routed to a durable queue
+    Column("workflow_id", String(255), nullable=False),
     Column("queue", String(255), nullable=False),
     Column("priority", Integer, nullable=False, server_default="0"),
     Column("deduplication_id", String(255)),
@@ -234,6 +235,7 @@ queue_entries = Table(
     ),
     Index("ix_durable_queue_entries_admitted", "queue", "admitted_at_ms"),
     Index("ix_durable_queue_entries_dedup", "queue", "deduplication_id"),
+    Index("ix_durable_queue_entries_workflow", "workflow_id"),  # migration 0009
 )
 
 #: a workflow holding a slot of its queue: active and not waiting for admission (the

@@ -26,20 +26,27 @@ app.conf.durable_recovery_interval = None  # the tests run the sweep themselves
 
 BASE = os.environ.get("DURABLE_TEST_QUEUE", "celery")
 q3 = durable.queue(f"{BASE}-q3", concurrency=3)
-rate = durable.queue(f"{BASE}-rate", limiter=(3, 1.0))
+rate = durable.queue(f"{BASE}-rate", limiter=(5, 2.0))
 prio = durable.queue(f"{BASE}-prio", concurrency=1, priority_enabled=True)
 free = durable.queue(f"{BASE}-free")
 crash = durable.queue(f"{BASE}-crash", concurrency=3)
 per_worker = durable.queue(f"{BASE}-wc1", worker_concurrency=1)
 lossy = durable.queue(f"{BASE}-lossy", concurrency=2)  # no worker until its messages are lost
+charges = durable.queue(f"{BASE}-charges", concurrency=2)  # chain steps (charge)
+charges_crash = durable.queue(f"{BASE}-charges-crash", concurrency=2)  # its own workers
 SCHEDULE_QUEUE = f"{BASE}-schedules"  # the schedule's checks and runs, for these workers alone
+PLAIN_QUEUE = f"{BASE}-plain"  # a plain Celery queue: the chains' steps not limited
 app.conf.task_routes = {
     "celery_durable.schedules": {"queue": SCHEDULE_QUEUE},
     "tests.apps.flow_app.ticked": {"queue": SCHEDULE_QUEUE},
+    "tests.apps.flow_app.prep": {"queue": PLAIN_QUEUE},
+    "tests.apps.flow_app.done": {"queue": PLAIN_QUEUE},
+    "tests.apps.flow_app.charge": {"queue": charges.name},
 }
 SHARED_QUEUES = ",".join(
-    [SCHEDULE_QUEUE, q3.name, rate.name, prio.name, free.name, per_worker.name]
-)
+    [SCHEDULE_QUEUE, PLAIN_QUEUE, q3.name, rate.name, prio.name, free.name, per_worker.name,
+     charges.name]
+)  # fmt: skip
 SCHEDULE = f"tick-{BASE}"
 
 RUNS_DDL = """
@@ -68,9 +75,8 @@ def ensure_flow_tables() -> None:
         conn.execute(text(TICKS_DDL))
 
 
-@durable.workflow()
-def timed(key: str, seconds: float) -> str:
-    """Sleeps ``seconds`` between a start and an end noted in ``test_flow_runs``."""
+def note_run(key: str, seconds: float) -> None:
+    """Sleep ``seconds`` between a start and an end noted in ``test_flow_runs``."""
     run_id = uuid.uuid4().hex
     with durable.store.engine.begin() as conn:
         conn.execute(
@@ -87,6 +93,31 @@ def timed(key: str, seconds: float) -> str:
             text("UPDATE test_flow_runs SET ended = :t WHERE run_id = :r"),
             {"r": run_id, "t": time.time()},
         )
+
+
+@durable.workflow()
+def timed(key: str, seconds: float) -> str:
+    note_run(key, seconds)
+    return key
+
+
+# a chain prep -> charge -> done, routed by task_routes: prep and done to a plain queue,
+# charge to the durable queue ``charges`` (at most 2 at once)
+@durable.step()
+def prep(key: str, seconds: float) -> str:
+    note_run(f"{key}:prep", seconds)
+    return key
+
+
+@durable.step()
+def charge(key: str, seconds: float) -> str:
+    note_run(f"{key}:charge", seconds)
+    return key
+
+
+@durable.step()
+def done(key: str, seconds: float) -> str:
+    note_run(f"{key}:done", seconds)
     return key
 
 
