@@ -18,6 +18,7 @@ from ..runtime.chains import (
     record_chain,
     run_chain_step,
 )
+from ..runtime.enqueue_options import EnqueueOptions
 from ..runtime.options import current_timeout, take_workflow_id
 from ..types import ChainOutcome, WorkflowKind
 from .chain_queues import admit_routed, mark_links, route_after
@@ -57,14 +58,15 @@ def start_chain(
     kwargs: Any,
     task_id: str | None,
     options: dict[str, Any],
-    priority: int | None = None,
+    enqueue: EnqueueOptions | None = None,
 ) -> Any:
     """Record a chain whose first link is ``task`` (as Celery's chain publishes it), then send it.
 
     ``options["chain"]`` holds the later links, last first, as Celery passes them.
     A chain with a non-durable link (or a group) is sent as a plain Celery chain. A first
-    link routed to a durable queue waits there for admission (with ``priority``), which
-    publishes it (chain_queues.py).
+    link routed to a durable queue waits there for admission (with ``enqueue``'s priority,
+    deduplication id and delay), which publishes it (chain_queues.py); its timeout counts
+    from the start, as a workflow's.
     """
     # Celery's chain passes copies it made for this call: used as they are, not cloned again
     links: list[Signature] = [
@@ -86,7 +88,7 @@ def start_chain(
         task.durable.pending_groups.hold(
             place,
             chain(first, *later) if links else first,
-            lambda: start_chain(task, args, kwargs, first_id, alone, priority),
+            lambda: start_chain(task, args, kwargs, first_id, alone, enqueue),
         )
         return task.AsyncResult(first_id)
     if not all(_is_durable_step(task.app, s) for s in later):
@@ -116,14 +118,19 @@ def start_chain(
         sig.options["task_id"] = spec.task_id
     runtime = task.durable.runtime
     wait_in = queues[0].spec if queues[0] is not None else None
+    enqueue = enqueue or EnqueueOptions()
+    if wait_in is None and enqueue.deduplication_id is not None:
+        raise ValueError("deduplication_id needs the chain's first step in a durable queue")
+    if wait_in is None and enqueue.delay_seconds is not None:
+        options.setdefault("countdown", enqueue.delay_seconds)
     _record, created = record_chain(
         runtime,
         workflow_id,
         specs,
         max_recovery_attempts=runtime.settings.default_max_recovery_attempts,
-        timeout=current_timeout(),
+        timeout=enqueue.timeout_seconds or current_timeout(),
         wait_in=wait_in,
-        priority=priority or 0,
+        enqueue=enqueue,
     )
     if not created or wait_in is not None:
         return task.AsyncResult(first_id)

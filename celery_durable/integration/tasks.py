@@ -180,7 +180,7 @@ class DurableTask(Task):  # type: ignore[misc]
         if parent is not None and not parent.in_step:
             return self._start_child(parent, args, kwargs, task_id, options)
         if self.durable_kind != WorkflowKind.WORKFLOW:
-            return start_chain(self, args, kwargs, task_id, options, flow.options.priority)
+            return start_chain(self, args, kwargs, task_id, options, flow.options)
         runtime = self.durable.runtime
         workflow_id = task_id or take_workflow_id() or str(uuid.uuid4())
         request = self.start_request(workflow_id, args, kwargs, queue=options.get("queue"))

@@ -41,11 +41,20 @@ def enqueue_chain(
     record: WorkflowRecord,
     chain_steps: Sequence[StepRecord],
     spec: QueueSpec,
-    priority: int = 0,
+    options: EnqueueOptions,
 ) -> tuple[WorkflowRecord, bool]:
-    """Record a chain whose first step waits in ``spec``'s queue, admit what fits and
-    publish it. Returns the row and whether this call created it."""
-    entry = step_entry(runtime, record.workflow_id, spec, priority)
+    """Record a chain whose first step waits in ``spec``'s queue (with the start's
+    priority, deduplication id and delay), admit what fits and publish it. Returns the row
+    and whether this call created it; a held deduplication id raises
+    ``DuplicateWorkflowError`` and writes nothing."""
+    check_options(spec, options)
+    entry = step_entry(runtime, record.workflow_id, spec, options.priority or 0)
+    delay_ms = int((options.delay_seconds or 0) * 1000)
+    entry = replace(
+        entry,
+        deduplication_id=options.deduplication_id,
+        not_before_ms=entry.enqueued_at_ms + delay_ms,
+    )
     waiting = replace(record, queue=spec.name, wake_at_ms=WAIT_FOR_ADMISSION_MS)
     return record_waiting(runtime, waiting, entry, spec, chain_steps)
 

@@ -22,6 +22,7 @@ from ..types import (
 )
 from .chain_queues import enqueue_chain, stamped
 from .context import WorkflowContext, sql_session, step_scope
+from .enqueue_options import EnqueueOptions
 from .runtime import Runtime
 from .tracing import current_trace_context
 
@@ -56,11 +57,12 @@ def record_chain(
     max_recovery_attempts: int | None = None,
     timeout: float | None = None,
     wait_in: QueueSpec | None = None,
-    priority: int = 0,
+    enqueue: EnqueueOptions | None = None,
 ) -> tuple[WorkflowRecord, bool]:
     """Store the chain and its ordered step signatures before anything is published.
     ``wait_in``: the first step's durable queue, where it waits for admission (with
-    ``priority``); what the recording admitted is published (chain_queues.py)."""
+    ``enqueue``'s priority, deduplication id and delay); what the recording admitted is
+    published (chain_queues.py)."""
     ser = runtime.serializer
     name = f"chain:{specs[0].name}"
     encoded = [
@@ -93,7 +95,7 @@ def record_chain(
         for i, spec in enumerate(specs)
     ]
     if wait_in is not None:
-        return enqueue_chain(runtime, record, steps, wait_in, priority)
+        return enqueue_chain(runtime, record, steps, wait_in, enqueue or EnqueueOptions())
     for _ in range(3):  # an existing row may be deleted meanwhile (its publish failed)
         if runtime.store.insert_chain(record, steps):
             return record, True

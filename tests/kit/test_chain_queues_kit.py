@@ -12,6 +12,7 @@ from celery import Celery, chain
 from celery.exceptions import CDeprecationWarning
 
 from celery_durable import Durable
+from celery_durable.runtime.queues import admission_pass
 from celery_durable.testing import DurableTestKit
 
 app = Celery("kit_chain_queues", set_as_current=False)
@@ -71,3 +72,38 @@ def test_a_first_step_in_a_queue_waits_with_its_priority(kit: DurableTestKit) ->
     assert [r for r in ran if r.startswith("prep")] == ["prep:blocker", "prep:high", "prep:low"]
     assert blocker.get(timeout=1) == "blocker" and low.get(timeout=1) == "low"
     assert high.get(timeout=1) == "high"
+
+
+def test_a_chains_start_options_deduplication_delay_and_timeout(kit: DurableTestKit) -> None:
+    """A chain's first step in a durable queue takes a deduplication id (a second start
+    while the first is active raises) and a delay; ``timeout_seconds`` sets its deadline;
+    a deduplication id without a durable queue is refused, nothing recorded."""
+    from celery_durable import DuplicateWorkflowError
+
+    with kit.hold(prep):
+        first = prep.apply_async(("a",), queue=single.name, deduplication_id="order-1")
+        with pytest.raises(DuplicateWorkflowError) as err:
+            prep.apply_async(("b",), queue=single.name, deduplication_id="order-1")
+        assert err.value.workflow_id == first.id
+    assert first.get(timeout=1) == "a"
+    assert (
+        prep.apply_async(("c",), queue=single.name, deduplication_id="order-1").get(timeout=1)
+        == "c"
+    )  # the holder ended: the id is free again
+
+    late = chain(prep.si("late").set(queue=single.name), done.s()).apply_async(delay_seconds=30)
+    waiting = durable.get_workflow_status(late.parent.id)
+    assert waiting is not None and waiting.status == "ENQUEUED"
+    assert admission_pass(durable.runtime, [single.spec]) == 0  # a worker's pass: not yet
+    kit.clock.advance(31)
+    assert admission_pass(durable.runtime, [single.spec]) == 1
+    assert late.get(timeout=1) == "late"
+
+    timed = chain(prep.si("t"), done.s()).apply_async(timeout_seconds=60)
+    status = durable.get_workflow_status(timed.parent.id)
+    assert status is not None and status.deadline is not None
+    assert 59 <= status.deadline.timestamp() - kit.clock.time() <= 60
+
+    with pytest.raises(ValueError, match="durable queue"):
+        chain(prep.si("x"), done.s()).apply_async(deduplication_id="order-2")
+    assert "prep:x" not in ran
