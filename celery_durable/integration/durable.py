@@ -16,6 +16,7 @@ from celery import group as celery_group
 
 from ..annotations import VALIDATE_MARK
 from ..errors import NonExistentWorkflow
+from ..flowtypes import QueueSpec
 from ..policy import RetryPolicy
 from ..runtime import children, management
 from ..runtime.context import current_workflow, sql_session, step_status
@@ -40,7 +41,7 @@ from .options import DBOS_OPTIONS, POLICY_OPTIONS, celery_options, retry_policy
 from .plain_chords import PendingChords
 from .plain_groups import PendingGroups
 from .publisher import Republisher
-from .queues import install_queues, take_start_options
+from .queues import durable_queues, install_queues, take_start_options
 from .recovery import connect_recovery_signals, install_sweep, run_sweep
 from .results import DurableResults
 from .retention import install_gc
@@ -401,7 +402,13 @@ class Durable(DurableOperations, FlowControl, DurableMessages):
     def resume(self, workflow_id: str, queue: str | None = None) -> ResumeOutcome:
         """``resume_workflow``, returning RESUMED, RUNNING (a live executor runs it: left
         alone) or FINISHED."""
-        return management.resume(self.runtime, workflow_id, self.republish, queue)
+        return management.resume(
+            self.runtime, workflow_id, self.republish, queue, durable_queue=self._durable_queue
+        )
+
+    def _durable_queue(self, name: str) -> QueueSpec | None:
+        found = durable_queues(self).get(name)
+        return found.spec if found is not None else None
 
     def cancel_workflow(self, workflow_id: str) -> None:
         """End an unfinished workflow as CANCELLED; it starts no further step once noticed

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from ..errors import NonExistentWorkflow, UnknownWorkflowError
+from ..flowtypes import QueueSpec
 from ..types import (
     ACTIVE_STATUSES,
     ResumeOutcome,
@@ -23,8 +24,10 @@ from ..types import (
     WorkflowStatus,
 )
 from .canvas import is_canvas, load_layout
+from .chain_queues import step_entry
 from .handle import WorkflowHandle, to_status, to_step_info
 from .nested import cancel_children, resume_children
+from .queues import admit
 from .recovery import Publisher
 from .runtime import Runtime
 from .workflows import wake_parent
@@ -101,19 +104,34 @@ def list_steps(runtime: Runtime, workflow_id: str) -> list[StepInfo]:
 
 
 def resume(
-    runtime: Runtime, workflow_id: str, publish: Publisher, queue: str | None = None
+    runtime: Runtime,
+    workflow_id: str,
+    publish: Publisher,
+    queue: str | None = None,
+    durable_queue: Callable[[str], QueueSpec | None] | None = None,
 ) -> ResumeOutcome:
     """Re-enqueue from the first incomplete step (on ``queue``, if given) unless it finished
     or a live executor runs it (see ``DurableStore.resume_workflow``); publishes and
-    reports what it resumed."""
-    found = runtime.store.resume_workflow(workflow_id, runtime.stale_before_ms, queue=queue)
+    reports what it resumed. A workflow that had ended, resumed in a durable queue (its
+    own, or ``queue``: ``durable_queue`` finds a name's spec), waits there for admission
+    as a start does: it held no slot, and taking one at once could exceed the queue's
+    bounds. One that is still active holds its slot already and is sent at once."""
+    spec = _queue_to_wait_in(runtime, workflow_id, queue, durable_queue)
+    wait_in = step_entry(runtime, workflow_id, spec, 0) if spec is not None else None
+    found = runtime.store.resume_workflow(
+        workflow_id, runtime.stale_before_ms, queue=queue, wait_in=wait_in
+    )
     if found is None:
         raise NonExistentWorkflow(workflow_id)
     record, outcome = found
     if outcome is ResumeOutcome.RESUMED:
         if is_canvas(record):  # a failed nested member's child canvas resumes with it
             resume_children(runtime, workflow_id)
-        publish(record if queue is None else replace(record, queue=queue))
+        if spec is not None and record.status not in ACTIVE_STATUSES:
+            if spec.worker_concurrency is None:  # else each worker's own pass admits
+                admit(runtime, spec)
+        else:
+            publish(record if queue is None else replace(record, queue=queue))
         attempts = record.recovery_attempts + 1 if record.status in ACTIVE_STATUSES else 1
         runtime.events.workflow_recovered(workflow_id=workflow_id, recovery_attempts=attempts)
     elif outcome is ResumeOutcome.RUNNING:
@@ -122,6 +140,21 @@ def resume(
             workflow_id,
         )
     return outcome
+
+
+def _queue_to_wait_in(
+    runtime: Runtime,
+    workflow_id: str,
+    queue: str | None,
+    durable_queue: Callable[[str], QueueSpec | None] | None,
+) -> QueueSpec | None:
+    if durable_queue is None:
+        return None
+    record = runtime.store.get_workflow(workflow_id)
+    if record is None or record.status in ACTIVE_STATUSES:
+        return None
+    name = queue or record.queue
+    return durable_queue(name) if name else None
 
 
 def cancel(runtime: Runtime, workflow_id: str) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from ..clock import Clock
-from ..flowtypes import ChainRoute
+from ..flowtypes import ChainRoute, QueueEntry
 from ..types import (
     ExecutorRecord,
     RecoveryAction,
@@ -287,9 +287,16 @@ class DurableStore(OperationsStore, QueueStore, MessagesStore, Protocol):
     ) -> tuple[WorkflowRecord, RecoveryAction] | None: ...
 
     def resume_workflow(
-        self, workflow_id: str, stale_before_ms: int, *, queue: str | None = None
+        self,
+        workflow_id: str,
+        stale_before_ms: int,
+        *,
+        queue: str | None = None,
+        wait_in: QueueEntry | None = None,
     ) -> tuple[WorkflowRecord, ResumeOutcome] | None:
-        """Re-enqueue unless it finished or a live executor runs it (on ``queue`` if given)."""
+        """Re-enqueue unless it finished or a live executor runs it (on ``queue`` if given).
+        A workflow that had ended waits for admission with ``wait_in`` when given (its
+        durable queue's new entry) instead of being due at once."""
         ...
 
     def cancel_expired(self, now: int, limit: int, error: Callable[[str], str]) -> list[str]: ...

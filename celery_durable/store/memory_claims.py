@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..flowtypes import WAIT_FOR_ADMISSION_MS
+from ..flowtypes import WAIT_FOR_ADMISSION_MS, ChainRoute, QueueEntry
 from ..types import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -210,7 +210,12 @@ class MemoryClaims(MemoryTables):
         return RecoveryAction.RECOVERED
 
     def resume_workflow(
-        self, workflow_id: str, stale_before_ms: int, *, queue: str | None = None
+        self,
+        workflow_id: str,
+        stale_before_ms: int,
+        *,
+        queue: str | None = None,
+        wait_in: QueueEntry | None = None,
     ) -> tuple[WorkflowRecord, ResumeOutcome] | None:
         """Re-enqueue from the first incomplete step unless it finished or a live executor
         runs it (or one of its chain steps); see ``Store.resume_workflow``."""
@@ -246,7 +251,13 @@ class MemoryClaims(MemoryTables):
             )
             if record.status == WorkflowState.ERROR:
                 self._reopen_failed_step(tx, record)
+            if wait_in is not None and record.status not in ACTIVE_STATUSES:
+                self._route_chain(tx, workflow_id, ChainRoute(wait_in.queue, wait_in))
             return record, ResumeOutcome.RESUMED
+
+    def _route_chain(self, tx: MemoryTransaction, workflow_id: str, route: ChainRoute) -> None:
+        """Move a workflow into (or out of) a durable queue: the queues' part (memory_queues)."""
+        raise NotImplementedError
 
     def _reopen_failed_step(self, tx: MemoryTransaction, record: WorkflowRecord) -> None:
         """See ``Store._reopen_failed_step``: the last ERROR step is set aside in its

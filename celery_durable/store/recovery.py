@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, String, and_, cast, delete, exists, func, or_, select, update
 
-from ..flowtypes import WAIT_FOR_ADMISSION_MS
+from ..flowtypes import WAIT_FOR_ADMISSION_MS, ChainRoute, QueueEntry
 from ..types import (
     ACTIVE_STATUSES,
     NESTED_ID_SEPARATOR,
@@ -25,6 +25,7 @@ from ..types import (
 )
 from .base import StoreBase
 from .history import set_aside_step
+from .queues import route_chain
 from .tables import executors, step_errors, steps, workflows
 
 CHAIN = WorkflowKind.CHAIN
@@ -244,7 +245,12 @@ class RecoveryQueries(StoreBase):
         return RecoveryAction.RECOVERED
 
     def resume_workflow(
-        self, workflow_id: str, stale_before_ms: int, *, queue: str | None = None
+        self,
+        workflow_id: str,
+        stale_before_ms: int,
+        *,
+        queue: str | None = None,
+        wait_in: QueueEntry | None = None,
     ) -> tuple[WorkflowRecord, ResumeOutcome] | None:
         """Re-enqueue a workflow from its first incomplete step, unless it succeeded or a
         live executor still runs it (or, for a chain, one of its steps).
@@ -289,6 +295,9 @@ class RecoveryQueries(StoreBase):
             )
             if record.status == WorkflowState.ERROR:
                 self._reopen_failed_step(conn, record)
+            if wait_in is not None and record.status not in ACTIVE_STATUSES:
+                now = self.clock.now_ms()  # it held no slot: it waits for one
+                route_chain(conn, workflow_id, ChainRoute(wait_in.queue, wait_in), now)
             return record, ResumeOutcome.RESUMED
 
         return self._write("resume_workflow", run)

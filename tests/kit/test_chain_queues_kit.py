@@ -107,3 +107,31 @@ def test_a_chains_start_options_deduplication_delay_and_timeout(kit: DurableTest
     with pytest.raises(ValueError, match="durable queue"):
         chain(prep.si("x"), done.s()).apply_async(deduplication_id="order-2")
     assert "prep:x" not in ran
+
+
+failing: set[str] = set()
+
+
+@durable.step()
+def pay(key: str) -> str:
+    ran.append(f"pay:{key}")
+    if key in failing:
+        raise RuntimeError(f"payment {key} failed")
+    return key
+
+
+def test_a_resumed_chain_waits_for_a_slot_for_its_failed_step(kit: DurableTestKit) -> None:
+    failing.add("x")
+    failed = chain(prep.s("x"), pay.s().set(queue=single.name), done.s()).apply_async()
+    workflow_id = failed.parent.parent.id
+    assert durable.get_workflow_status(workflow_id).status == "ERROR"  # type: ignore[union-attr]
+    failing.clear()
+    with kit.hold(charge):  # another chain's charge holds the queue's one slot
+        holder = chain(prep.s("h"), charge.s(), done.s()).apply_async()
+        durable.resume_workflow(workflow_id)
+        status = durable.get_workflow_status(workflow_id)
+        assert status is not None and status.status == "ENQUEUED"
+        assert [s.running for s in durable.queue_stats() if s.queue == single.name] == [1]
+    assert holder.get(timeout=1) == "h" and failed.get(timeout=1) == "x"
+    queued = [r for r in ran if r.startswith(("pay", "charge"))]
+    assert queued == ["pay:x", "charge:h", "pay:x"]  # the resumed step after the holder

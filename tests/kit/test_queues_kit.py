@@ -64,3 +64,32 @@ def test_start_options_are_checked(kit: DurableTestKit) -> None:
     with pytest.raises(ValueError, match="already declared"):
         durable.queue("kit-plain", concurrency=2)
     assert ran == []
+
+
+@durable.workflow()
+def fragile(key: str) -> str:
+    ran.append(key)
+    if key in broken:
+        raise RuntimeError(f"{key} broke")
+    return key
+
+
+broken: set[str] = set()
+
+
+def test_a_resumed_failed_workflow_waits_for_a_slot(kit: DurableTestKit) -> None:
+    """It held no slot once it failed: resumed while the queue is full, it waits (as a
+    start does) and the holder's end admits it."""
+    broken.add("f")
+    failed = durable.start_workflow(fragile, "f", queue=one_at_a_time)
+    assert durable.get_workflow_status(failed.workflow_id).status == "ERROR"  # type: ignore[union-attr]
+    broken.clear()
+    with kit.hold(note):
+        holder = durable.start_workflow(note, "holder", queue=one_at_a_time)
+        durable.resume_workflow(failed.workflow_id)
+        status = durable.get_workflow_status(failed.workflow_id)
+        assert status is not None and status.status == "ENQUEUED"
+        assert [s.running for s in durable.queue_stats() if s.queue == "kit-one"] == [1]
+    assert holder.get_result(timeout=1) == "holder"
+    assert failed.get_result(timeout=1) == "f"
+    assert ran == ["f", "holder", "f"]

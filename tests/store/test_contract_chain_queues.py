@@ -105,3 +105,31 @@ def test_a_dead_executor_keeps_the_chain_steps_slot(any_store: DurableStore) -> 
     assert any_store.admit(Q) == []  # recovered and due: still holds it until it ends
     assert any_store.set_status(wid, S.CANCELLED)
     assert [r.workflow_id for r in any_store.admit(Q)] == [waiting]
+
+
+def test_a_resumed_ended_chain_waits_for_a_slot_an_active_one_does_not(
+    any_store: DurableStore,
+) -> None:
+    """``resume_workflow(wait_in=...)``: a chain that had ended held no slot, so it waits
+    (a new entry, admitted by the next admission); a stalled one that holds its slot is
+    due at once, the entry offered ignored."""
+    ended, _ = queued_chain(any_store)
+    any_store.set_status(ended, S.CANCELLED)
+    holder, admitted = queued_chain(any_store)
+    assert admitted == [holder]
+    found = any_store.resume_workflow(ended, fresh(any_store), wait_in=entry(any_store, ended))
+    assert found is not None and found[0].status == S.CANCELLED
+    record = get(any_store, ended)
+    assert (record.status, record.wake_at_ms, record.queue) == (
+        S.ENQUEUED, WAIT_FOR_ADMISSION_MS, Q.name,
+    )  # fmt: skip
+    assert (any_store.queue_stats(Q).running, any_store.queue_stats(Q).waiting) == (1, 1)
+    assert any_store.admit(Q) == []  # the holder still runs
+    any_store.set_status(holder, S.SUCCESS)
+    assert [r.workflow_id for r in any_store.admit(Q)] == [ended]
+
+    found = any_store.resume_workflow(ended, fresh(any_store), wait_in=entry(any_store, ended))
+    assert found is not None
+    record = get(any_store, ended)
+    assert record.wake_at_ms != WAIT_FOR_ADMISSION_MS  # active: it keeps its slot
+    assert any_store.queue_stats(Q).waiting == 0
