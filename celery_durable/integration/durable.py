@@ -433,6 +433,7 @@ class Durable(DurableOperations, FlowControl, DurableMessages):
             self.republish,
             timeout_seconds=timeout_seconds,
             queue=queue,
+            durable_queue=self._durable_queue,
         )
         return WorkflowHandle(self.runtime, new_id)
 

@@ -177,17 +177,26 @@ def fork(
     *,
     timeout_seconds: float | None = None,
     queue: str | None = None,
+    durable_queue: Callable[[str], QueueSpec | None] | None = None,
 ) -> str:
     """Copy a workflow under a new id reusing its first ``start_step`` step outputs, with
-    its own timeout (from now) and queue (None: the source's); publishes the copy and
-    returns its id."""
-    existing(runtime, workflow_id)
+    its own timeout (from now) and queue (None: the source's); publishes the copy (in a
+    durable queue: it waits for admission, as a start) and returns its id."""
+    source = existing(runtime, workflow_id)
     new_id = str(uuid.uuid4())
     deadline = None
     if timeout_seconds is not None:
         deadline = runtime.clock.now_ms() + int(timeout_seconds * 1000)
-    runtime.store.fork_workflow(workflow_id, new_id, start_step, deadline_ms=deadline, queue=queue)
-    publish(existing(runtime, new_id))
+    name = queue or source.queue
+    spec = durable_queue(name) if durable_queue is not None and name else None
+    runtime.store.fork_workflow(
+        workflow_id, new_id, start_step, deadline_ms=deadline, queue=queue,
+        wait_in=step_entry(runtime, new_id, spec, 0) if spec is not None else None,
+    )  # fmt: skip
+    if spec is None:
+        publish(existing(runtime, new_id))
+    elif spec.worker_concurrency is None:  # else each worker's own pass admits
+        admit(runtime, spec)
     return new_id
 
 

@@ -100,10 +100,11 @@ class DurableStore(OperationsStore, QueueStore, MessagesStore, Protocol):
         *,
         deadline_ms: int | None = None,
         queue: str | None = None,
+        wait_in: QueueEntry | None = None,
     ) -> None:
         """Copy a workflow (ENQUEUED) with its steps before ``start_step``, this deadline and
         queue (None: the source's); a chain's later steps are copied PENDING with fresh task
-        ids."""
+        ids. With ``wait_in`` (its durable queue's entry) the copy waits for admission."""
         ...
 
     def list_workflows(

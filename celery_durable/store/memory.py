@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
 from ..clock import SYSTEM_CLOCK, Clock
-from ..flowtypes import ChainRoute
+from ..flowtypes import ChainRoute, QueueEntry
 from ..types import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -153,6 +153,7 @@ class MemoryStore(MemoryQueues, MemoryChildren, MemoryMessages, MemoryCanvas, Me
         *,
         deadline_ms: int | None = None,
         queue: str | None = None,
+        wait_in: QueueEntry | None = None,
     ) -> None:
         """Copy under ``new_id`` (ENQUEUED) with its steps before ``start_step`` (attempt
         errors are not copied); a chain's later steps come PENDING with fresh task ids."""
@@ -180,6 +181,8 @@ class MemoryStore(MemoryQueues, MemoryChildren, MemoryMessages, MemoryCanvas, Me
                         due_at_ms=None, started_at_ms=None, completed_at_ms=None,
                         task_id=str(uuid.uuid4()),
                     )  # fmt: skip
+            if wait_in is not None:
+                self._route_chain(tx, new_id, ChainRoute(wait_in.queue, wait_in))
 
     def list_workflows(
         self,

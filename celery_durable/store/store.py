@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, case, delete, select, update
 from sqlalchemy.orm import Session
 
+from ..flowtypes import ChainRoute, QueueEntry
 from ..types import (
     TERMINAL_STATUSES,
     ExecutorRecord,
@@ -30,7 +31,7 @@ from .history import HistoryQueries
 from .messages import MessageQueries
 from .migrate import upgrade
 from .operations import OperationsQueries
-from .queues import QueueQueries
+from .queues import QueueQueries, route_chain
 from .statements import (
     CLAIM_WORKFLOW,
     FINISH_ANY,
@@ -205,6 +206,7 @@ class Store(
         *,
         deadline_ms: int | None = None,
         queue: str | None = None,
+        wait_in: QueueEntry | None = None,
     ) -> None:
         """Copy a workflow under ``new_id`` (ENQUEUED) keeping its steps before ``start_step``,
         with this deadline and queue (None: the source's queue).
@@ -256,6 +258,8 @@ class Store(
                         task_id=str(uuid.uuid4()),
                     )  # fmt: skip
                 conn.execute(steps.insert().values(values))
+            if wait_in is not None:
+                route_chain(conn, new_id, ChainRoute(wait_in.queue, wait_in), now)
 
         self._write("fork_workflow", run)
 

@@ -93,3 +93,16 @@ def test_a_resumed_failed_workflow_waits_for_a_slot(kit: DurableTestKit) -> None
     assert holder.get_result(timeout=1) == "holder"
     assert failed.get_result(timeout=1) == "f"
     assert ran == ["f", "holder", "f"]
+
+
+def test_a_fork_in_a_durable_queue_waits_for_a_slot(kit: DurableTestKit) -> None:
+    done = durable.start_workflow(note, "source", queue=one_at_a_time)
+    assert done.get_result(timeout=1) == "source"
+    with kit.hold(note):
+        holder = durable.start_workflow(note, "holder", queue=one_at_a_time)
+        copy = durable.fork_workflow(done.workflow_id, 0)
+        status = durable.get_workflow_status(copy.workflow_id)
+        assert status is not None and status.status == "ENQUEUED"
+        assert [s.running for s in durable.queue_stats() if s.queue == "kit-one"] == [1]
+    assert holder.get_result(timeout=1) == "holder" and copy.get_result(timeout=1) == "source"
+    assert ran == ["source", "holder", "source"]

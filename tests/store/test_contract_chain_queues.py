@@ -133,3 +133,17 @@ def test_a_resumed_ended_chain_waits_for_a_slot_an_active_one_does_not(
     record = get(any_store, ended)
     assert record.wake_at_ms != WAIT_FOR_ADMISSION_MS  # active: it keeps its slot
     assert any_store.queue_stats(Q).waiting == 0
+
+
+def test_a_fork_with_an_entry_waits_for_admission(any_store: DurableStore) -> None:
+    source, admitted = queued_chain(any_store)
+    assert admitted == [source]
+    copy = uid("fork")
+    any_store.fork_workflow(source, copy, 0, wait_in=entry(any_store, copy))
+    record = get(any_store, copy)
+    assert (record.status, record.wake_at_ms, record.queue) == (
+        S.ENQUEUED, WAIT_FOR_ADMISSION_MS, Q.name,
+    )  # fmt: skip
+    assert any_store.admit(Q) == []  # the source holds the one slot
+    any_store.set_status(source, S.SUCCESS)
+    assert [r.workflow_id for r in any_store.admit(Q)] == [copy]
