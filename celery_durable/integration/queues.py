@@ -12,6 +12,7 @@ worker consumes from its start (``worker_init``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from celery.signals import task_postrun, worker_init
 from ..flowtypes import QueueSpec, QueueStats
 from ..runtime.enqueue_options import EnqueueOptions, current_enqueue_options
 from ..runtime.executor import Heartbeat
-from ..runtime.queues import admission_pass, admit_after_end, check_options
+from ..runtime.queues import admission_pass, admit_after_end, check_options, requeue
 from ..types import WorkflowKind, WorkflowRecord
 
 if TYPE_CHECKING:
@@ -157,6 +158,22 @@ def publisher(durable: Durable) -> Any:
                 return
             record = replace(record, queue=queue)
         durable.republish(record)
+
+    return publish
+
+
+def recovery_publisher(durable: Durable) -> Callable[[WorkflowRecord], None]:
+    """How recovery sends a workflow (or chain step) on: as it was sent, except in a queue
+    with ``worker_concurrency``, where it waits for admission again. The worker that
+    admitted it (to its own queue, counting it as its own) is gone, or lost the process;
+    sent to the shared queue, any worker would run it whatever it runs already."""
+
+    def publish(record: WorkflowRecord) -> None:
+        found = durable_queues(durable).get(record.queue or "")
+        if found is None or found.spec.worker_concurrency is None:
+            durable.republish(record)
+            return
+        requeue(durable.runtime, record.workflow_id, found.spec)
 
     return publish
 

@@ -10,6 +10,7 @@ from celery.signals import task_failure
 
 from ..runtime.recovery import RecoveryReport, recover_lost, sweep
 from ..types import RecoveryAction, WorkflowKind
+from .queues import recovery_publisher
 from .settings import read_settings
 
 if TYPE_CHECKING:
@@ -21,7 +22,9 @@ SWEEP_TASK = "celery_durable.recover"
 
 def run_sweep(durable: Durable) -> RecoveryReport:
     report = sweep(
-        durable.runtime, durable.republish, batch_size=durable.settings.recovery_batch_size
+        durable.runtime,
+        recovery_publisher(durable),
+        batch_size=durable.settings.recovery_batch_size,
     )
     if report.recovered or report.dead_lettered or report.cancelled:
         log.info(
@@ -79,7 +82,7 @@ def _on_task_failure(
         task_id,
         WorkflowKind(kind),
         durable.worker_executor_id,
-        durable.republish,
+        recovery_publisher(durable),
     )
 
 

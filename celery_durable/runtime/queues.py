@@ -80,6 +80,15 @@ def record_waiting(
     return result.record, result.created
 
 
+def requeue(runtime: Runtime, workflow_id: str, spec: QueueSpec) -> None:
+    """An active workflow (or chain step) of ``spec``'s queue waits for admission again,
+    at the end of the line; admitted by the next admission (a worker's, in a queue with
+    ``worker_concurrency``: each counts its own)."""
+    now = runtime.clock.now_ms()
+    runtime.store.requeue_workflow(QueueEntry(workflow_id, spec.name, enqueued_at_ms=now,
+                                              not_before_ms=now))  # fmt: skip
+
+
 def admit(
     runtime: Runtime,
     spec: QueueSpec,

@@ -124,6 +124,11 @@ class MemoryQueues(MemoryOperations):
             state = self._schedules.get(name, ScheduleState(name))
             self._schedules[name] = replace(state, paused=paused)
 
+    def requeue_workflow(self, entry: QueueEntry) -> None:
+        """See ``Store.requeue_workflow``."""
+        with self.atomic() as tx:
+            self._route_chain(tx, entry.workflow_id, ChainRoute(entry.queue, entry))
+
     def _route_chain(self, tx: MemoryTransaction, workflow_id: str, route: ChainRoute) -> None:
         """See ``store.queues.route_chain`` (staged in ``tx``; the entry written at once)."""
         w = tx.workflow(workflow_id)

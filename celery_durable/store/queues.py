@@ -133,6 +133,15 @@ class QueueQueries(StoreBase):
 
         return self._write("enqueue_workflow", run)
 
+    def requeue_workflow(self, entry: QueueEntry) -> None:
+        """An active workflow waits for admission again with ``entry`` (``route_chain``)."""
+
+        def run(conn: Connection) -> None:
+            route = ChainRoute(entry.queue, entry)
+            route_chain(conn, entry.workflow_id, route, self.clock.now_ms())
+
+        self._write("requeue_workflow", run)
+
     def admit(self, spec: QueueSpec, executor_id: str | None = None) -> list[WorkflowRecord]:
         """Admit the waiting workflows that fit the queue's limits now, in order (lower
         priority first when enabled, then FIFO); returns them, now due (to publish). A

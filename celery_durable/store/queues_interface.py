@@ -24,6 +24,11 @@ class QueueStore(Protocol):
         the queue holds the deduplication id; then admit what fits: one transaction."""
         ...
 
+    def requeue_workflow(self, entry: QueueEntry) -> None:
+        """An active workflow (``entry.workflow_id``) waits for admission again with this new
+        entry in its queue (its slot given up); nothing for one that has ended."""
+        ...
+
     def admit(self, spec: QueueSpec, executor_id: str | None = None) -> list[WorkflowRecord]:
         """Admit the waiting workflows that fit the queue's limits now (priority, then FIFO),
         serialized per queue; returns them, due, in order."""

@@ -34,6 +34,7 @@ per_worker = durable.queue(f"{BASE}-wc1", worker_concurrency=1)
 lossy = durable.queue(f"{BASE}-lossy", concurrency=2)  # no worker until its messages are lost
 charges = durable.queue(f"{BASE}-charges", concurrency=2)  # chain steps (charge)
 charges_crash = durable.queue(f"{BASE}-charges-crash", concurrency=2)  # its own workers
+crash_wc = durable.queue(f"{BASE}-crash-wc", worker_concurrency=1)  # its own workers
 SCHEDULE_QUEUE = f"{BASE}-schedules"  # the schedule's checks and runs, for these workers alone
 PLAIN_QUEUE = f"{BASE}-plain"  # a plain Celery queue: the chains' steps not limited
 app.conf.task_routes = {

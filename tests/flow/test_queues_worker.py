@@ -149,6 +149,40 @@ def test_a_sigkilled_worker_keeps_its_slots_until_recovery(tmp_path) -> None:  #
     assert sum(1 for *_, e in seen if e is None) == 3  # the killed runs, each run again
 
 
+def test_recovered_workflows_of_a_worker_concurrency_queue_are_admitted_again(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``worker_concurrency=1`` on two workers, one SIGKILLed while each runs one: the
+    sweep puts the killed worker's workflow back in line (its admitter is gone), and the
+    survivor runs it only after its own: never two at once on one worker."""
+    from tests.apps.flow_app import crash_wc
+
+    key = f"killwc-{uuid.uuid4().hex[:6]}-"
+    doomed = WorkerProcess("tests.apps.flow_app", tmp_path, queues=crash_wc.name, concurrency=4)
+    survivor = WorkerProcess("tests.apps.flow_app", tmp_path, queues=crash_wc.name, concurrency=4)
+    doomed.start()
+    survivor.start()
+    try:
+        ids = [durable.start_workflow(timed, f"{key}{i}", 1.5, queue=crash_wc).workflow_id
+               for i in range(4)]  # fmt: skip
+        wait_for(lambda: len({w for _, _, w, _, _ in runs(key)}) == 2, timeout=15)
+        doomed.kill()
+        killed_at = time.time()
+
+        def done() -> bool:
+            durable.recover()
+            return finished(ids)
+
+        wait_for(done, timeout=40, interval=0.5)
+    finally:
+        survivor.stop(timeout=10)
+    seen = runs(key)
+    workers = {w for _, _, w, _, _ in seen}
+    for worker in workers:
+        mine = [(s, e if e is not None else killed_at) for _, _, w, s, e in seen if w == worker]
+        assert max_overlap(mine) == 1, worker
+    assert sum(1 for *_, e in seen if e is None) == 1  # the killed run, run again
+    assert len({wid for wid, *_ in seen}) == 4
+
+
 def test_the_sweep_resends_admitted_workflows_whose_messages_were_lost(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Redis loses an admitted workflow's message (its queue's keys deleted, as a restart
     without persistence does): after durable_enqueue_timeout (3 s here) the sweep sends

@@ -147,3 +147,19 @@ def test_a_fork_with_an_entry_waits_for_admission(any_store: DurableStore) -> No
     assert any_store.admit(Q) == []  # the source holds the one slot
     any_store.set_status(source, S.SUCCESS)
     assert [r.workflow_id for r in any_store.admit(Q)] == [copy]
+
+
+def test_requeue_puts_an_active_workflow_back_in_line(any_store: DurableStore) -> None:
+    first, admitted = queued_chain(any_store)
+    assert admitted == [first]
+    second, _ = queued_chain(any_store)  # waits behind it
+    any_store.requeue_workflow(entry(any_store, first))  # (recovery, its worker gone)
+    record = get(any_store, first)
+    assert (record.status, record.wake_at_ms) == (S.ENQUEUED, WAIT_FOR_ADMISSION_MS)
+    assert [r.workflow_id for r in any_store.admit(Q)] == [second]  # back of the line
+    any_store.set_status(second, S.SUCCESS)
+    assert [r.workflow_id for r in any_store.admit(Q)] == [first]
+    any_store.set_status(first, S.ERROR)
+    any_store.requeue_workflow(entry(any_store, first))  # ended: nothing
+    assert get(any_store, first).status == S.ERROR
+    assert any_store.queue_stats(Q).waiting == 0
