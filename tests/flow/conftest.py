@@ -60,3 +60,19 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
         current += delta
         best = max(best, current)
     return best
+
+
+def sweep_until_finished(ids: list[str], timeout: float = 40) -> None:
+    """Run the recovery sweep here (the flow app's beat does not) until every workflow of
+    ``ids`` ended SUCCESS."""
+    from tests.apps.flow_app import durable
+    from tests.conftest import wait_for
+
+    def done() -> bool:
+        durable.recover()
+        return all(
+            (status := durable.get_workflow_status(i)) is not None and status.status == "SUCCESS"
+            for i in ids
+        )
+
+    wait_for(done, timeout=timeout, interval=0.5)

@@ -14,7 +14,7 @@ from celery import chain
 
 from tests.apps.flow_app import PLAIN_QUEUE, charge, charges, done, durable, prep
 from tests.conftest import WorkerProcess, wait_for
-from tests.flow.conftest import max_overlap, runs
+from tests.flow.conftest import max_overlap, runs, sweep_until_finished
 from tests.flow.test_queues_worker import finished
 
 pytestmark = pytest.mark.usefixtures("shared_workers")
@@ -69,12 +69,7 @@ def test_a_sigkilled_worker_keeps_its_chain_steps_slots_until_recovery(tmp_path)
     rescue = WorkerProcess("tests.apps.flow_app", tmp_path, queues=queue, concurrency=4)
     rescue.start()
     try:
-
-        def all_done() -> bool:
-            durable.recover()
-            return finished(ids)
-
-        wait_for(all_done, timeout=60, interval=0.5)
+        sweep_until_finished(ids, timeout=60)
     finally:
         rescue.stop(timeout=10)
     seen = runs(key)

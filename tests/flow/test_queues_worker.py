@@ -13,7 +13,7 @@ from sqlalchemy import text
 from celery_durable import DuplicateWorkflowError, SetEnqueueOptions
 from tests.apps.flow_app import durable, prio, q3, rate, timed
 from tests.conftest import WorkerProcess, wait_for
-from tests.flow.conftest import max_overlap, runs
+from tests.flow.conftest import max_overlap, runs, sweep_until_finished
 
 pytestmark = pytest.mark.usefixtures("shared_workers")
 
@@ -134,12 +134,7 @@ def test_a_sigkilled_worker_keeps_its_slots_until_recovery(tmp_path) -> None:  #
     rescue = WorkerProcess("tests.apps.flow_app", tmp_path, queues=crash.name, concurrency=4)
     rescue.start()
     try:
-
-        def done() -> bool:
-            durable.recover()
-            return finished(ids)
-
-        wait_for(done, timeout=40, interval=0.5)
+        sweep_until_finished(ids)
     finally:
         rescue.stop(timeout=10)
     seen = runs(key)
@@ -166,12 +161,7 @@ def test_recovered_workflows_of_a_worker_concurrency_queue_are_admitted_again(tm
         wait_for(lambda: len({w for _, _, w, _, _ in runs(key)}) == 2, timeout=15)
         doomed.kill()
         killed_at = time.time()
-
-        def done() -> bool:
-            durable.recover()
-            return finished(ids)
-
-        wait_for(done, timeout=40, interval=0.5)
+        sweep_until_finished(ids)
     finally:
         survivor.stop(timeout=10)
     seen = runs(key)
