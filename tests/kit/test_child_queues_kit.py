@@ -177,3 +177,22 @@ def test_a_crash_before_the_start_is_checkpointed_enters_no_second_entry(
     assert ids == [f"{handle.workflow_id}-{i}" for i in (0, 1)]
     assert entries_of(kit) == {i: 1 for i in ids}
     assert sorted(key for key, _ in seen) == ["a", "b"]
+
+
+@durable.workflow()
+def plain_child(timeout_seconds: float, delay_seconds: float) -> str:
+    options = {"timeout_seconds": timeout_seconds, "delay_seconds": delay_seconds}
+    handle = durable.start_workflow(leaf, "p", **options)  # no durable queue
+    return handle.get_result()  # type: ignore[no-any-return]
+
+
+def test_a_child_outside_durable_queues_takes_its_timeout_and_delay(kit: DurableTestKit) -> None:
+    before = kit.clock.time()
+    handle = durable.start_workflow(plain_child, 60, 30)
+    assert handle.get_result() == "P"
+    assert kit.clock.time() - before >= 30  # its message was sent with that countdown
+    (child_id,) = children_of(handle.workflow_id)
+    child = kit.store.get_workflow(child_id)
+    assert child is not None and child.queue is None and child.deadline_ms is not None
+    assert child.deadline_ms == child.created_at_ms + 60_000
+    assert entries_of(kit) == {}
