@@ -22,7 +22,7 @@ from ..types import RunOutcome, WorkflowKind
 from .canvas import run_member_on_worker
 from .chains import run_step_on_worker, start_chain
 from .publisher import CANVAS_HEADER, DURABLE_HEADER, send
-from .queues import take_flow_options
+from .queues import FlowStart, take_flow_options
 
 if TYPE_CHECKING:
     from .durable import Durable
@@ -178,7 +178,7 @@ class DurableTask(Task):  # type: ignore[misc]
         args, kwargs = self.durable_inputs(args, kwargs)
         parent = current_workflow()
         if parent is not None and not parent.in_step:
-            return self._start_child(parent, args, kwargs, task_id, options)
+            return self._start_child(parent, args, kwargs, task_id, options, flow)
         if self.durable_kind != WorkflowKind.WORKFLOW:
             return start_chain(self, args, kwargs, task_id, options, flow.options)
         runtime = self.durable.runtime
@@ -201,21 +201,38 @@ class DurableTask(Task):  # type: ignore[misc]
             raise
 
     def _start_child(
-        self, parent: WorkflowContext, args: Any, kwargs: Any, task_id: str | None, options: Any
+        self,
+        parent: WorkflowContext,
+        args: Any,
+        kwargs: Any,
+        task_id: str | None,
+        options: Any,
+        flow: FlowStart,
     ) -> Any:
-        """Inside a workflow: start this workflow as its child, recorded as its step."""
+        """Inside a workflow: start this workflow as its child, recorded as its step (in a
+        durable queue: waiting for admission, as a top-level start would)."""
         if self.durable_kind != WorkflowKind.WORKFLOW:
             raise TypeError(
                 f"{self.name} is a durable step: inside a workflow, call it to run it as a "
                 "checkpointed step; start_workflow/delay/apply_async start child workflows"
             )
         queue = options.get("queue")
+        timeout = flow.options.timeout_seconds
+        if flow.spec is None and flow.options.delay_seconds is not None:
+            options.setdefault("countdown", flow.options.delay_seconds)
+
+        def request(workflow_id: str) -> StartRequest:
+            found = self.start_request(workflow_id, args, kwargs, queue=queue)
+            return found if timeout is None else replace(found, timeout=timeout)
+
         child_id = start_child(
             self.durable.runtime,
             parent,
             self.name,
             task_id or take_workflow_id(),
-            lambda workflow_id: self.start_request(workflow_id, args, kwargs, queue=queue),
+            request,
             lambda request: self.publish(request.workflow_id, args, kwargs, **options),
+            flow.spec,
+            flow.options,
         )
         return self.AsyncResult(child_id)

@@ -2,9 +2,13 @@
 parent, so a replay never starts a second child and gets the same results at once.
 
 A child started in a workflow gets the id ``<parent id>-<step id>`` (unless SetWorkflowID
-names one) and its parent's deadline. Waiting for children polls the store briefly; past
-``durable_max_inline_retry_wait`` a parent running on a worker gives its slot back
-(``SuspendWorkflow(children=...)``) until the last child it awaits ends and wakes it.
+names one) and its parent's deadline (the earlier of it and its own timeout). A child in a
+durable queue is inserted waiting for admission with its queue entry in one store call,
+insert-or-existing by that id, so a replay finds it and adds no second entry.
+
+Waiting for children polls the store briefly; past ``durable_max_inline_retry_wait`` a
+parent running on a worker gives its slot back (``SuspendWorkflow(children=...)``)
+until the last child it awaits ends and wakes it.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from ..errors import (
     AwaitedWorkflowMaxRecoveryAttemptsExceeded,
     NonExistentWorkflow,
 )
+from ..flowtypes import QueueSpec
 from ..types import ACTIVE_STATUSES, StepRecord, StepState, WorkflowRecord, WorkflowState
 from .context import SuspendWorkflow, WorkflowContext, current_workflow
+from .enqueue_options import NO_OPTIONS, EnqueueOptions
+from .queues import enqueue
 from .runtime import Runtime
 from .steps import check_running, recorded_elsewhere, replayed, wait
 from .workflows import StartRequest, record_start
@@ -38,9 +45,12 @@ def start_child(
     workflow_id: str | None,
     request: Callable[[str], StartRequest],
     publish: Callable[[StartRequest], None],
+    queue: QueueSpec | None = None,
+    options: EnqueueOptions = NO_OPTIONS,
 ) -> str:
     """Start the workflow ``name`` as a child of the running one (once: a replay returns
-    the recorded id); ``request(id)`` describes it, ``publish`` sends its message."""
+    the recorded id); ``request(id)`` describes it, ``publish`` sends its message. In a
+    durable ``queue`` it waits for admission (with ``options``), and admission sends it."""
     step_id = ctx.next_step_id()
     step_name = START_STEP + name
     record = replayed(ctx, step_id, step_name)
@@ -51,6 +61,9 @@ def start_child(
     child = replace(
         request(child_id), parent_workflow_id=ctx.workflow_id, parent_deadline_ms=ctx.deadline_ms
     )
+    if queue is not None:  # after a crash before the checkpoint: found, not entered twice
+        enqueue(runtime, child, queue, options)
+        return str(_checkpoint(runtime, ctx, step_id, step_name, child_id))
     _, created = record_start(runtime, child)
     if created:  # after a crash between the publish and the checkpoint: already sent
         try:

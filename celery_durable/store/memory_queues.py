@@ -52,7 +52,7 @@ class MemoryQueues(MemoryOperations):
         chain_steps: Sequence[StepRecord] = (),
     ) -> Enqueued:
         with self._lock:
-            if entry.deduplication_id is not None:
+            if entry.deduplication_id is not None and record.workflow_id not in self._workflows:
                 for other in self._entries.values():
                     w = self._workflows.get(other.workflow_id)
                     if (

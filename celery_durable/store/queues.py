@@ -97,13 +97,16 @@ class QueueQueries(StoreBase):
         chain_steps: Sequence[StepRecord] = (),
     ) -> Enqueued:
         """Insert a workflow (a chain: with its ``chain_steps``) waiting in ``spec``'s queue,
-        unless its id exists or an active workflow of that queue holds its deduplication id;
-        then admit what fits, all in one transaction."""
+        unless its id exists (returned as it is) or an active workflow of that queue holds
+        its deduplication id; then admit what fits, all in one transaction."""
 
         def run(conn: Connection) -> Enqueued:
             now = self.clock.now_ms()
             self._lock_queue(conn, spec.name, now)
-            if entry.deduplication_id is not None:
+            exists = select(W.workflow_id).where(W.workflow_id == record.workflow_id)
+            # an existing id is returned whoever holds the deduplication id now (a replayed
+            # child start, started before that holder)
+            if entry.deduplication_id is not None and conn.execute(exists).first() is None:
                 holder = conn.execute(
                     select(E.workflow_id)
                     .join(workflows, W.workflow_id == E.workflow_id)

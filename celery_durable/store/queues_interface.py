@@ -20,8 +20,9 @@ class QueueStore(Protocol):
         chain_steps: Sequence[StepRecord] = (),
     ) -> Enqueued:
         """Insert ``record`` (ENQUEUED, waiting for admission; a chain with its
-        ``chain_steps``) and its queue entry unless the id exists or an active workflow of
-        the queue holds the deduplication id; then admit what fits: one transaction."""
+        ``chain_steps``) and its queue entry unless the id exists (returned as it is,
+        whoever holds the deduplication id now) or an active workflow of the queue holds
+        the deduplication id; then admit what fits: one transaction."""
         ...
 
     def requeue_workflow(self, entry: QueueEntry) -> None:

@@ -35,6 +35,7 @@ lossy = durable.queue(f"{BASE}-lossy", concurrency=2)  # no worker until its mes
 charges = durable.queue(f"{BASE}-charges", concurrency=2)  # chain steps (charge)
 charges_crash = durable.queue(f"{BASE}-charges-crash", concurrency=2)  # its own workers
 crash_wc = durable.queue(f"{BASE}-crash-wc", worker_concurrency=1)  # its own workers
+kids = durable.queue(f"{BASE}-kids", concurrency=2)  # child workflows (fan_out's)
 SCHEDULE_QUEUE = f"{BASE}-schedules"  # the schedule's checks and runs, for these workers alone
 PLAIN_QUEUE = f"{BASE}-plain"  # a plain Celery queue: the chains' steps not limited
 app.conf.task_routes = {
@@ -42,11 +43,12 @@ app.conf.task_routes = {
     "tests.apps.flow_app.ticked": {"queue": SCHEDULE_QUEUE},
     "tests.apps.flow_app.prep": {"queue": PLAIN_QUEUE},
     "tests.apps.flow_app.done": {"queue": PLAIN_QUEUE},
+    "tests.apps.flow_app.fan_out": {"queue": PLAIN_QUEUE},
     "tests.apps.flow_app.charge": {"queue": charges.name},
 }
 SHARED_QUEUES = ",".join(
     [SCHEDULE_QUEUE, PLAIN_QUEUE, q3.name, rate.name, prio.name, free.name, per_worker.name,
-     charges.name]
+     charges.name, kids.name]
 )  # fmt: skip
 SCHEDULE = f"tick-{BASE}"
 
@@ -100,6 +102,13 @@ def note_run(key: str, seconds: float) -> None:
 def timed(key: str, seconds: float) -> str:
     note_run(key, seconds)
     return key
+
+
+@durable.workflow()
+def fan_out(key: str, n: int, seconds: float) -> list[str]:
+    """``n`` children ``timed`` in the durable queue ``kids`` (at most 2 at once), gathered."""
+    handles = [durable.start_workflow(timed, f"{key}{i}", seconds, queue=kids) for i in range(n)]
+    return durable.gather(handles)  # type: ignore[no-any-return]
 
 
 # a chain prep -> charge -> done, routed by task_routes: prep and done to a plain queue,

@@ -117,6 +117,26 @@ def test_deduplication_while_active(any_store: DurableStore) -> None:
     assert any_store.enqueue_workflow(record, entry, spec).created
 
 
+def test_an_existing_id_is_returned_whoever_holds_its_deduplication_id(
+    any_store: DurableStore,
+) -> None:
+    """A replayed start (a child's, after a crash before its parent's checkpoint) finds
+    its workflow, even when it ended and another now holds the deduplication id."""
+    spec = QueueSpec("dedup-replay")
+    first, _ = put(any_store, spec, deduplication_id="order-2")
+    assert any_store.set_status(first, S.SUCCESS)
+    holder, _ = put(any_store, spec, deduplication_id="order-2")
+    again = any_store.enqueue_workflow(
+        get(any_store, first), QueueEntry(first, spec.name, deduplication_id="order-2"), spec
+    )
+    assert (again.created, again.duplicate_of) == (False, None)
+    assert again.record is not None and again.record.status == S.SUCCESS
+    assert any_store.queue_stats(spec).waiting == 0  # no second entry, nothing re-queued
+    fresh = replace(get(any_store, first), workflow_id=uid(), status=S.ENQUEUED)
+    entry = QueueEntry(fresh.workflow_id, spec.name, deduplication_id="order-2")
+    assert any_store.enqueue_workflow(fresh, entry, spec).duplicate_of == holder  # still held
+
+
 def test_an_existing_id_is_returned(any_store: DurableStore) -> None:
     wid, _ = put(any_store)
     record = get(any_store, wid)
