@@ -86,8 +86,9 @@ def test_limiter_bounds_starts_per_window() -> None:
         return max(sum(1 for u in times if t <= u < t + width) for t in times)
 
     assert most_in_window(admitted, 2.0) <= 5
-    # starts follow admissions by a publish: a window a little narrower than the period
-    assert most_in_window(starts, 1.9) <= 5
+    # starts follow admissions by a publish and a worker's pick-up, whose delays vary by
+    # a few hundred ms on a loaded machine: a window that much narrower than the period
+    assert most_in_window(starts, 1.7) <= 5
     assert starts[-1] - starts[0] >= 5.9  # 20 starts at 5 per 2 s take three more windows
 
 
