@@ -27,12 +27,10 @@ from ..types import (
     StepStatus,
     WorkflowKind,
     WorkflowRecord,
-    WorkflowState,
 )
-from .chains import ChainStepSpec, _not_claimed, _unclaimed, attempt_failed
+from .chains import ChainStepSpec, _not_claimed, _unclaimed, attempt_failed, chain_rows
 from .context import WorkflowContext, step_scope
 from .runtime import Runtime
-from .tracing import current_trace_context
 
 CANVAS_PREFIX = "canvas:"
 
@@ -150,32 +148,14 @@ def record_canvas(
         if child.has_input:
             data["input"] = [child.input]
         deadline_ms = child.deadline_ms
-    record = WorkflowRecord(
-        workflow_id=workflow_id,
-        name=name,
-        status=WorkflowState.ENQUEUED,
-        kind=WorkflowKind.CHAIN,
-        inputs=ser.dumps(data, what="a canvas's input"),
-        queue=specs[0].queue,
-        max_recovery_attempts=max_recovery_attempts,
-        deadline_ms=deadline_ms,
-        created_at_ms=now,
-        updated_at_ms=now,
-        trace_context=current_trace_context(),
-        parent_workflow_id=child.parent_id if child is not None else None,
-    )
-    steps = [
-        StepRecord(
-            workflow_id=workflow_id,
-            step_id=i,
-            name=spec.name,
-            status=StepState.PENDING,
-            attempts=0,
-            signature=ser.dumps(spec.signature, what=f"the arguments of member {spec.name!r}"),
-            task_id=spec.task_id,
-        )
-        for i, spec in enumerate(specs)
+    signatures = [
+        ser.dumps(spec.signature, what=f"the arguments of member {spec.name!r}") for spec in specs
     ]
+    record, steps = chain_rows(
+        workflow_id, name, ser.dumps(data, what="a canvas's input"), specs, signatures, now,
+        max_recovery_attempts=max_recovery_attempts, deadline_ms=deadline_ms,
+        parent_workflow_id=child.parent_id if child is not None else None,
+    )  # fmt: skip
     if runtime.store.insert_chain(record, steps):
         return layout, True
     existing = runtime.store.get_workflow(workflow_id)

@@ -49,6 +49,50 @@ class ChainStepResult:
     attempt: int = 0  # the attempt that ran (0-based), for signals
 
 
+def chain_rows(
+    workflow_id: str,
+    name: str,
+    inputs: str,
+    specs: Sequence[ChainStepSpec],
+    signatures: Sequence[str],
+    now: int,
+    *,
+    max_recovery_attempts: int | None,
+    deadline_ms: int | None,
+    parent_workflow_id: str | None = None,
+) -> tuple[WorkflowRecord, list[StepRecord]]:
+    """A workflow of kind ``chain`` (a chain, or a canvas) as recorded at its start: its row,
+    ENQUEUED in its first step's queue, and its steps, PENDING, with their encoded
+    ``signatures``."""
+    record = WorkflowRecord(
+        workflow_id=workflow_id,
+        name=name,
+        status=WorkflowState.ENQUEUED,
+        kind=WorkflowKind.CHAIN,
+        inputs=inputs,
+        queue=specs[0].queue,
+        max_recovery_attempts=max_recovery_attempts,
+        deadline_ms=deadline_ms,
+        created_at_ms=now,
+        updated_at_ms=now,
+        trace_context=current_trace_context(),
+        parent_workflow_id=parent_workflow_id,
+    )
+    steps = [
+        StepRecord(
+            workflow_id=workflow_id,
+            step_id=i,
+            name=spec.name,
+            status=StepState.PENDING,
+            attempts=0,
+            signature=signature,
+            task_id=spec.task_id,
+        )
+        for i, (spec, signature) in enumerate(zip(specs, signatures, strict=True))
+    ]
+    return record, steps
+
+
 def record_chain(
     runtime: Runtime,
     workflow_id: str,
@@ -69,31 +113,11 @@ def record_chain(
         ser.dumps(s.signature, what=f"the arguments of chain step {s.name!r}") for s in specs
     ]
     now = runtime.clock.now_ms()
-    record = WorkflowRecord(
-        workflow_id=workflow_id,
-        name=name,
-        status=WorkflowState.ENQUEUED,
-        kind=WorkflowKind.CHAIN,
-        inputs=encoded[0],
-        queue=specs[0].queue,
+    record, steps = chain_rows(
+        workflow_id, name, encoded[0], specs, encoded, now,
         max_recovery_attempts=max_recovery_attempts,
         deadline_ms=now + int(timeout * 1000) if timeout else None,
-        created_at_ms=now,
-        updated_at_ms=now,
-        trace_context=current_trace_context(),
-    )
-    steps = [
-        StepRecord(
-            workflow_id=workflow_id,
-            step_id=i,
-            name=spec.name,
-            status=StepState.PENDING,
-            attempts=0,
-            signature=encoded[i],
-            task_id=spec.task_id,
-        )
-        for i, spec in enumerate(specs)
-    ]
+    )  # fmt: skip
     if wait_in is not None:
         return enqueue_chain(runtime, record, steps, wait_in, enqueue or EnqueueOptions())
     for _ in range(3):  # an existing row may be deleted meanwhile (its publish failed)
