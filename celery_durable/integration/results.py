@@ -181,11 +181,13 @@ class DurableResults:
         if self._answered_elsewhere(task_id):
             self._remember_not_durable(task_id)
             return None
-        runtime = self._durable.runtime
-        step = runtime.store.find_step_by_task_id(task_id)
+        store = self._durable.runtime.store
+        step = store.find_step_by_task_id(task_id)
+        record = store.get_workflow(task_id) if step is None else None
+        if record is not None and record.kind == WorkflowKind.CHAIN:
+            step = store.find_step_by_task_id(task_id)  # recorded between the two reads
         if step is not None:
             return _meta(task_id, _STEP_STATES[StepState(step.status)], step.output, step.error)
-        record = runtime.store.get_workflow(task_id)
         if record is None and task_id in self._durable_later:
             return None  # not started yet: asked again
         if record is None or record.kind == WorkflowKind.CHAIN:

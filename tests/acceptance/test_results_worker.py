@@ -75,3 +75,35 @@ def test_results_without_any_backend(worker: Any) -> None:
     assert failing.status == states.FAILURE
     with pytest.raises(NotImplementedError):  # a plain id: the app has no backend
         nb.app.AsyncResult("not-a-durable-task").get(timeout=1)
+
+
+def test_a_chain_recorded_between_the_step_and_workflow_reads_is_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The race behind reading the durable callback of a Celery chord while Celery starts
+    it: the step read misses the chain, which commits before the workflow read. The id is
+    a durable step's, read from the store, never taken for another task's (whose result
+    would then be awaited in Redis, where none comes)."""
+    import uuid
+
+    from celery_durable.runtime.chains import ChainStepSpec, record_chain
+
+    c.setup()
+    task_id = str(uuid.uuid4())
+    store = c.durable.store
+    real = store.find_step_by_task_id
+    reads: list[str] = []
+
+    def commits_after_the_first_read(wanted: str) -> Any:
+        reads.append(wanted)
+        if len(reads) == 1:
+            spec = ChainStepSpec(c.s1.name, task_id, dict(c.s1.s(1)), None)
+            record_chain(c.durable.runtime, task_id, [spec])
+            return None
+        return real(wanted)
+
+    monkeypatch.setattr(store, "find_step_by_task_id", commits_after_the_first_read)
+    backend = c.app.backend
+    assert backend.get_task_meta(task_id)["status"] == states.PENDING
+    monkeypatch.undo()
+    assert backend._meta(task_id) is not None  # still known as a durable step's
