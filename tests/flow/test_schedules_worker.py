@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -49,9 +50,15 @@ def test_two_beats_start_each_tick_once_and_missed_ticks_are_backfilled(tmp_path
         wait_for(lambda: any(at > restarted and t > _iso(restarted) for t, at in ticks()), 10)
     finally:
         again.stop()
-    time.sleep(0.5)  # the last started tick's run noting itself
-    for late in durable.list_workflows(status=["ENQUEUED", "PENDING"], name=ticked.name):
-        durable.cancel_workflow(late.workflow_id)  # nothing left for later tests' sweeps
+
+    def unfinished() -> list[Any]:
+        return durable.list_workflows(status=["ENQUEUED", "PENDING"], name=ticked.name)
+
+    try:
+        wait_for(lambda: not unfinished(), timeout=30)  # every started tick's run noted
+    finally:
+        for late in unfinished():
+            durable.cancel_workflow(late.workflow_id)  # nothing left for later tests' sweeps
     seen = ticks()
     counts = Counter(t for t, _ in seen)
     assert counts and set(counts.values()) == {1}, counts
