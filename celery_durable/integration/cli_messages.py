@@ -12,7 +12,7 @@ from typing import Any
 import click
 from celery.bin.base import CeleryCommand, CeleryOption
 
-from ..store.messages_interface import MessageRecord
+from ..runtime.messages import MessageRecord
 from .cli import durable, emit, existing, get_durable, json_option, shorten, show_value, table
 
 

@@ -4,28 +4,14 @@ A mixin of ``Durable``; the logic is in runtime/queues.py and runtime/schedules.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..flowtypes import QueueSpec, QueueStats
+from ..runtime.schedules import ScheduleInfo, schedule_infos, set_paused
 from . import queues, schedules
 
 if TYPE_CHECKING:
     from ..runtime.runtime import Runtime
-    from ..store.interface import DurableStore
-
-
-@dataclass(frozen=True)
-class ScheduleInfo:
-    """A schedule as ``celery -A proj durable schedules`` lists it."""
-
-    name: str
-    cron: str
-    workflow: str
-    paused: bool
-    last_tick: datetime | None
-    next_tick: datetime
 
 
 class FlowControl:
@@ -35,9 +21,6 @@ class FlowControl:
 
         @property
         def runtime(self) -> Runtime: ...
-
-        @property
-        def store(self) -> DurableStore: ...
 
     def queue(
         self,
@@ -73,29 +56,16 @@ class FlowControl:
 
     def list_schedules(self) -> list[ScheduleInfo]:
         known = schedules.durable_schedules(self)  # type: ignore[arg-type]
-        states = {s.name: s for s in self.store.get_schedules(list(known))}
-        now = self.runtime.clock.now_ms()
-        found = []
-        for name, (schedule, _task) in sorted(known.items()):
-            state = states.get(name)
-            last = state.last_tick_ms if state is not None else None
-            paused = state.paused if state is not None else False
-            at = None if last is None else schedule.at(last)
-            found.append(
-                ScheduleInfo(
-                    name, schedule.cron, schedule.workflow, paused, at, schedule.next_tick(now)
-                )
-            )
-        return found
+        return schedule_infos(self.runtime, {n: s for n, (s, _task) in known.items()})
 
     def pause_schedule(self, name: str) -> None:
         """No run for the ticks until ``resume_schedule`` (they are not backfilled)."""
         self._known_schedule(name)
-        self.store.set_schedule_paused(name, True)
+        set_paused(self.runtime, name, True)
 
     def resume_schedule(self, name: str) -> None:
         self._known_schedule(name)
-        self.store.set_schedule_paused(name, False)
+        set_paused(self.runtime, name, False)
 
     def _known_schedule(self, name: str) -> None:
         if name not in schedules.durable_schedules(self):  # type: ignore[arg-type]

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..runtime import messages, patches
+from ..runtime.messages import MessageRecord
 from ..runtime.runtime import Runtime
-from ..store.messages_interface import EventRecord, MessageRecord
 
 
 class DurableMessages:
@@ -59,10 +59,8 @@ class DurableMessages:
     ) -> list[MessageRecord]:
         """Messages waiting for a workflow (with ``include_consumed``, the received ones
         too), in send order; ``message`` is the stored JSON text."""
-        return self.runtime.store.list_messages(workflow_id, include_consumed=include_consumed)
+        return messages.list_messages(self.runtime, workflow_id, include_consumed)
 
     def list_workflow_events(self, workflow_id: str) -> dict[str, Any]:
         """A workflow's events: key -> latest value."""
-        found: list[EventRecord] = self.runtime.store.list_events(workflow_id)
-        loads = self.runtime.serializer.loads
-        return {e.key: loads(e.value, what=f"event {e.key!r}") for e in found}
+        return messages.list_events(self.runtime, workflow_id)

@@ -31,6 +31,16 @@ from .context import SuspendWorkflow, WorkflowContext, current_workflow
 from .runtime import Runtime, log
 from .steps import check_running, recorded_elsewhere, replayed, wait
 
+__all__ = [
+    "MessageRecord",
+    "get_event",
+    "list_events",
+    "list_messages",
+    "recv",
+    "send",
+    "set_event",
+]
+
 SEND_STEP = "durable.send"
 RECV_STEP = "durable.recv"
 SET_EVENT_STEP = "durable.set_event"
@@ -251,3 +261,20 @@ def _wait(
             continue  # it arrived meanwhile
         wait(runtime, ctx, min(pause, remaining))
         pause = min(pause * 2, runtime.settings.poll_interval)
+
+
+def list_messages(
+    runtime: Runtime, workflow_id: str, include_consumed: bool = False
+) -> list[MessageRecord]:
+    """Messages waiting for a workflow (with ``include_consumed``, the received ones too),
+    in send order."""
+    return runtime.store.list_messages(workflow_id, include_consumed=include_consumed)
+
+
+def list_events(runtime: Runtime, workflow_id: str) -> dict[str, Any]:
+    """A workflow's events: key -> latest value, decoded."""
+    loads = runtime.serializer.loads
+    return {
+        e.key: loads(e.value, what=f"event {e.key!r}")
+        for e in runtime.store.list_events(workflow_id)
+    }

@@ -12,6 +12,7 @@ from ..types import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
     ActivityBucket,
+    ExecutorState,
     ExecutorWork,
     PageCursor,
     ResumeOutcome,
@@ -86,7 +87,7 @@ def health(runtime: Runtime, *, sample: int = 20, executor_window: float = 3600.
 
 def executor_is_live(runtime: Runtime, work: ExecutorWork) -> bool:
     e = work.executor
-    return e.status == "RUNNING" and e.last_heartbeat_ms >= runtime.stale_before_ms
+    return e.status == ExecutorState.RUNNING and e.last_heartbeat_ms >= runtime.stale_before_ms
 
 
 def activity(

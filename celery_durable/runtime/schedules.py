@@ -10,7 +10,7 @@ A schedule seen for the first time starts from the ticks of those last two inter
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from zoneinfo import ZoneInfo
@@ -107,3 +107,38 @@ def check_schedules(
             runtime.store.advance_schedule(schedule.name, int(tick.timestamp() * 1000))
             started += 1
     return started
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    """A schedule as ``celery -A proj durable schedules`` lists it."""
+
+    name: str
+    cron: str
+    workflow: str
+    paused: bool
+    last_tick: datetime | None
+    next_tick: datetime
+
+
+def schedule_infos(runtime: Runtime, known: Mapping[str, Schedule]) -> list[ScheduleInfo]:
+    """The declared schedules, by name, with their last tick (from the store) and next."""
+    states = {s.name: s for s in runtime.store.get_schedules(list(known))}
+    now = runtime.clock.now_ms()
+    found = []
+    for name, schedule in sorted(known.items()):
+        state = states.get(name)
+        last = state.last_tick_ms if state is not None else None
+        paused = state.paused if state is not None else False
+        at = None if last is None else schedule.at(last)
+        found.append(
+            ScheduleInfo(
+                name, schedule.cron, schedule.workflow, paused, at, schedule.next_tick(now)
+            )
+        )
+    return found
+
+
+def set_paused(runtime: Runtime, name: str, paused: bool) -> None:
+    """No run for a paused schedule's ticks (nor a backfill of them once resumed)."""
+    runtime.store.set_schedule_paused(name, paused)

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import WorkflowCancelledError, WorkflowTimeoutError
+from ..types import WorkflowState
 
 try:
     from opentelemetry import propagate, trace
@@ -69,11 +70,11 @@ def _span(name: str, attributes: dict[str, Any], stored: str | None = None) -> I
         try:
             yield
         except (WorkflowCancelledError, WorkflowTimeoutError) as exc:
-            span.set_attribute("durable.status", "CANCELLED")
+            span.set_attribute("durable.status", WorkflowState.CANCELLED.value)
             span.record_exception(exc)
             raise
         except Exception as exc:
-            span.set_attribute("durable.status", "ERROR")
+            span.set_attribute("durable.status", WorkflowState.ERROR.value)
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             raise
@@ -81,7 +82,7 @@ def _span(name: str, attributes: dict[str, Any], stored: str | None = None) -> I
             span.set_attribute("durable.status", "INTERRUPTED")
             span.set_attribute("durable.interrupted_by", type(exc).__name__)
             raise
-        span.set_attribute("durable.status", "SUCCESS")
+        span.set_attribute("durable.status", WorkflowState.SUCCESS.value)
 
 
 @contextmanager
