@@ -403,12 +403,16 @@ class Durable(DurableOperations, FlowControl, DurableMessages):
         """``resume_workflow``, returning RESUMED, RUNNING (a live executor runs it: left
         alone) or FINISHED."""
         return management.resume(
-            self.runtime, workflow_id, self.republish, queue, durable_queue=self._durable_queue
+            self.runtime, workflow_id, self.republish, queue, durable_queue=self._queue_lookup()
         )
 
-    def _durable_queue(self, name: str) -> QueueSpec | None:
-        found = durable_queues(self).get(name)
-        return found.spec if found is not None else None
+    def _queue_lookup(self) -> Callable[[str], QueueSpec | None] | None:
+        """A declared durable queue's spec by name; None when none is declared (a resume or
+        fork then reads nothing more to decide)."""
+        known = durable_queues(self)
+        if not known:
+            return None
+        return lambda name: known[name].spec if name in known else None
 
     def cancel_workflow(self, workflow_id: str) -> None:
         """End an unfinished workflow as CANCELLED; it starts no further step once noticed
@@ -433,7 +437,7 @@ class Durable(DurableOperations, FlowControl, DurableMessages):
             self.republish,
             timeout_seconds=timeout_seconds,
             queue=queue,
-            durable_queue=self._durable_queue,
+            durable_queue=self._queue_lookup(),
         )
         return WorkflowHandle(self.runtime, new_id)
 
